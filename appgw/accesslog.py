@@ -1,0 +1,83 @@
+"""One line per request and per WebSocket session: combined or JSON."""
+import json
+import os
+import sys
+import time
+
+
+class Entry:
+    """What one request or session leaves behind for the log."""
+
+    __slots__ = ("client", "listener", "rule", "server", "method", "target", "version",
+                 "status", "received", "sent", "start", "referer", "user_agent", "ended")
+
+    def __init__(self, client, listener):
+        self.client, self.listener = client, listener
+        self.rule = self.server = "-"
+        self.method = self.target = self.version = b""
+        self.status = 0
+        self.received = self.sent = 0
+        self.start = time.time()
+        self.referer = self.user_agent = b""
+        self.ended = ""
+
+
+def _header(headers, lname):
+    for name, value in headers:
+        if name.lower() == lname:
+            return value
+    return b""
+
+
+class AccessLog:
+    """Writes entries to stdout, a file, or nowhere (`enabled` is False)."""
+
+    def __init__(self, target: str, fmt: str):
+        self.enabled = bool(target)
+        self.json = fmt == "json"
+        if not target:
+            self._stream = None
+        elif target == "-":
+            self._stream = sys.stdout
+        else:
+            self._stream = open(target, "a", buffering=1, encoding="utf-8")
+
+    def fill_request(self, entry, req):
+        entry.method, entry.target, entry.version = req.method, req.target, b"HTTP/1.%d" % req.minor
+        entry.referer = _header(req.headers, b"referer")
+        entry.user_agent = _header(req.headers, b"user-agent")
+
+    def write(self, entry: Entry):
+        if self._stream is None:
+            return
+        duration = time.time() - entry.start
+        self._stream.write((self._json if self.json else self._combined)(entry, duration))
+        self._stream.flush()
+
+    @staticmethod
+    def _combined(e, duration):
+        when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(e.start))
+        request = b"%s %s %s" % (e.method, e.target, e.version) if e.method else b"-"
+        return '%s - - [%s] "%s" %d %d "%s" "%s" listener=%s rule=%s server=%s rx=%d duration=%.3f pid=%d%s\n' % (
+            e.client, when, _text(request), e.status, e.sent, _text(e.referer) or "-",
+            _text(e.user_agent) or "-", e.listener, e.rule, e.server, e.received, duration,
+            os.getpid(), " ended=%s" % e.ended.replace(" ", "_") if e.ended else "")
+
+    @staticmethod
+    def _json(e, duration):
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.start)),
+            "client": e.client, "listener": e.listener, "rule": e.rule, "server": e.server,
+            "method": _text(e.method), "target": _text(e.target), "version": _text(e.version),
+            "status": e.status, "bytes_received": e.received, "bytes_sent": e.sent,
+            "duration": round(duration, 6), "referer": _text(e.referer),
+            "user_agent": _text(e.user_agent), "pid": os.getpid(),
+        }
+        if e.ended:
+            record["websocket_end"] = e.ended
+        return json.dumps(record) + "\n"
+
+
+def _text(value: bytes) -> str:
+    # Log lines must stay one line: escape quotes and anything not printable.
+    return value.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')

@@ -1,0 +1,38 @@
+"""Backends: a pool as used with one backend settings, and server selection."""
+from .health import HEALTHY, UNKNOWN
+
+
+class Backend:
+    """The target of a rule: endpoints of one pool under one settings.
+
+    `choose` returns only Healthy endpoints, or Unknown ones while none is
+    Healthy (so a start or reload never answers 502 while the first probes
+    are in flight); never an Unhealthy one."""
+
+    __slots__ = ("pool", "settings", "endpoints", "least_connections", "_next")
+
+    def __init__(self, pool, settings, endpoints):
+        self.pool = pool
+        self.settings = settings
+        self.endpoints = endpoints
+        self.least_connections = pool.load_balancing == "least_connections"
+        self._next = 0
+
+    def eligible(self):
+        healthy = [e for e in self.endpoints if e.health.state == HEALTHY]
+        return healthy or [e for e in self.endpoints if e.health.state == UNKNOWN]
+
+    def choose(self, exclude=()):
+        candidates = self.eligible()
+        if exclude:
+            candidates = [e for e in candidates if e not in exclude]
+        if not candidates:
+            return None
+        if self.least_connections:
+            return min(candidates, key=_active)
+        self._next += 1
+        return candidates[self._next % len(candidates)]
+
+
+def _active(endpoint):
+    return endpoint.active

@@ -1,0 +1,73 @@
+"""The command line: `appgw -c FILE [--check] [--log-level LEVEL]`, `appgw --version`.
+
+gevent's monkey patching runs before anything else is imported, so that
+`requests` (used by the probers), `ssl` and `socket` all cooperate with the
+hub; patching after `ssl` is imported leaves half-patched objects behind.
+"""
+import argparse
+import sys
+
+
+def parse_args(argv):
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="appgw", description="HTTP and WebSocket application gateway")
+    parser.add_argument("-c", "--config", default="appgw.toml", help="the TOML file (default: appgw.toml)")
+    parser.add_argument("--check", action="store_true", help="validate the file, print a summary and exit")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version="appgw " + __version__)
+    return parser.parse_args(argv)
+
+
+def load(path):
+    """The checked config, with in-process apps importable; or None after
+    printing every problem."""
+    from .apps import AppImportError, import_app
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return None
+    problems = []
+    for i, pool in enumerate(config.backend_pools):
+        if pool.app:
+            try:
+                import_app(pool.app)
+            except AppImportError as exc:
+                problems.append("%s: backend_pools[%d].app: %s" % (path, i, exc))
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return None
+    return config
+
+
+def main(argv=None):
+    from gevent import monkey
+
+    monkey.patch_all()
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load(args.config)
+    if config is None:
+        return 1
+    if args.check:
+        from .summary import summarize
+
+        print(summarize(config))
+        return 0
+
+    from .listener import BindError
+    from .runtime import Runtime
+
+    runtime = Runtime(config)
+    try:
+        return runtime.run()
+    except BindError as exc:
+        print(exc, file=sys.stderr)
+        return 1

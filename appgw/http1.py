@@ -1,0 +1,157 @@
+"""HTTP/1.x framing, sans-io: heads in, values out; bodies as a small state machine.
+
+Heads are parsed by httptools (llhttp), fed exactly one head at a time, so the
+gateway always knows where a head ends and a body or the next request begins.
+Body framing (Content-Length counting, chunked decoding) is decided here from
+the parsed headers rather than left to the parser, which keeps pipelining,
+HEAD responses and upgrades unambiguous.
+"""
+import httptools
+
+from . import grammar
+
+HEAD_END = b"\r\n\r\n"
+
+# Body framings of one message.
+NONE, LENGTH, CHUNKED, UNTIL_CLOSE = "none", "length", "chunked", "close"
+
+
+class FramingError(ValueError):
+    """The bytes do not follow HTTP/1.1 framing; callers map it to 400 or 502."""
+
+
+class _HeadCollector:
+    """httptools callbacks: keep the target and the header list in order."""
+
+    __slots__ = ("url", "headers")
+
+    def __init__(self):
+        self.url = b""
+        self.headers = []
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+
+def parse_head(head: bytes, response: bool = False):
+    """Run one complete head (ending in CRLFCRLF) through llhttp.
+
+    Returns (target, headers); raises FramingError with llhttp's reason.
+    """
+    collector = _HeadCollector()
+    parser_class = httptools.HttpResponseParser if response else httptools.HttpRequestParser
+    parser = parser_class(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # Upgrade and CONNECT stop llhttp after the head: that is all we fed.
+    except httptools.HttpParserError as exc:
+        raise FramingError(str(exc) or type(exc).__name__) from None
+    return collector.url, collector.headers
+
+
+class ChunkedDecoder:
+    """Decode a chunked body incrementally.
+
+    `feed(data)` returns the data pieces found so far; once the last chunk and
+    its trailer section have been read, `done` is True and `rest` holds the
+    bytes that followed the body (the next pipelined message). Trailers are
+    read and dropped. Raises FramingError on anything outside the grammar.
+    """
+
+    __slots__ = ("_buf", "_remaining", "_state", "done", "rest", "total")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+    MAX_LINE = 4096
+
+    def __init__(self):
+        self._buf = b""
+        self._remaining = 0
+        self._state = self._SIZE
+        self.done = False
+        self.rest = b""
+        self.total = 0
+
+    def feed(self, data: bytes) -> list:
+        out = []
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._remaining, end - pos)
+                out.append(buf[pos:pos + take])
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = self._DATA_END
+            elif state == self._DATA_END:
+                if end - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise FramingError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = self._SIZE
+            else:
+                eol = buf.find(b"\r\n", pos, pos + self.MAX_LINE)
+                if eol < 0:
+                    if end - pos >= self.MAX_LINE:
+                        raise FramingError("chunk line too long")
+                    self._check_partial_line(buf, pos)
+                    break
+                line = buf[pos:eol + 2]
+                pos = eol + 2
+                if state == self._SIZE:
+                    self._start_chunk(line)
+                elif line == b"\r\n":
+                    self.done = True
+                    self.rest = buf[pos:]
+                    self._buf = b""
+                    return out
+                elif b"\n" in line[:-2] or b"\r" in line[:-2] or b":" not in line:
+                    raise FramingError("malformed trailer field")
+        self._buf = buf[pos:]
+        return out
+
+    def _check_partial_line(self, buf, pos):
+        # A bare LF inside a line would otherwise wait forever for its CRLF.
+        tail = buf[pos:]
+        if b"\n" in tail or b"\r" in tail[:-1]:
+            raise FramingError("bare CR or LF in chunk line")
+
+    def _start_chunk(self, line):
+        match = grammar.CHUNK_LINE.fullmatch(line)
+        if match is None:
+            raise FramingError("invalid chunk size line")
+        size = int(match.group(1), 16)
+        if size == 0:
+            self._state = self._TRAILER
+        else:
+            self.total += size
+            self._remaining = size
+            self._state = self._DATA
+
+
+def chunk(data) -> bytes:
+    """Frame one piece of body as a chunk (never call with empty data)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def parse_status_line(head: bytes):
+    """Return (minor_version, status) of a response head or raise FramingError."""
+    match = grammar.STATUS_LINE.match(head)
+    if match is None:
+        raise FramingError("malformed status line")
+    return int(match.group(1)), int(match.group(2))
+
+
+def header_tokens(value: bytes):
+    """The lower-cased members of a comma-separated header value."""
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]

@@ -1,0 +1,110 @@
+"""Listening sockets: one gevent StreamServer per bind address, TLS with SNI.
+
+Sockets are bound before anything serves, so a bind failure stops the start
+with the address and the reason. TLS handshakes run in the connection's own
+greenlet, bounded by client_header_timeout.
+"""
+import errno
+import socket
+import ssl
+
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from .proxy import Connection
+
+
+class BindError(Exception):
+    pass
+
+
+def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        where = "[%s]:%d" % (host, port) if family == socket.AF_INET6 else "%s:%d" % (host, port)
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EACCES:
+            reason = "permission denied"
+        raise BindError("cannot listen on %s: %s" % (where, reason)) from None
+    return sock
+
+
+def server_context(listener) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(listener.certificate, listener.private_key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class TLSContexts:
+    """The certificates of every listener on an https bind, chosen by SNI."""
+
+    def __init__(self, site):
+        self.by_listener = {routes.listener.name: server_context(routes.listener) for routes in site.listeners}
+        self.site = site
+        self.default = self.by_listener[site.certificate_for("").listener.name]
+        self.default.sni_callback = self._pick
+
+    def _pick(self, ssl_object, server_name, _ctx):
+        routes = self.site.certificate_for(server_name or "")
+        ssl_object.context = self.by_listener[routes.listener.name]
+
+
+class BindServer:
+    """One bind address: accepts, wraps TLS, hands each connection to the proxy."""
+
+    def __init__(self, bind, sock, runtime):
+        self.bind = bind
+        self.runtime = runtime
+        self.tls = None
+        self.server = StreamServer(sock, self.handle, spawn=Pool(runtime.config.gateway.max_connections))
+
+    def set_site(self, site):
+        self.tls = TLSContexts(site) if site.protocol == "https" else None
+
+    def start(self):
+        self.server.start()
+
+    def stop_accepting(self):
+        self.server.stop_accepting()
+        self.server.close()
+
+    def handle(self, sock, address):
+        runtime = self.runtime
+        site = runtime.snapshot.sites.get(self.bind)
+        if site is None:  # removed by a reload while this connection waited
+            sock.close()
+            return
+        listener = site.listeners[0].listener.name
+        runtime.stats.connections_active[listener] += 1
+        try:
+            if self.tls is not None:
+                sock = self.handshake(sock, runtime.config.gateway.client_header_timeout)
+                if sock is None:
+                    return
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            Connection(sock, address[0] if isinstance(address, tuple) else "unix", site, runtime).serve()
+        finally:
+            runtime.stats.connections_active[listener] -= 1
+            sock.close()
+
+    def handshake(self, sock, timeout):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = self.tls.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls.settimeout(timeout)
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError):
+            tls.close()
+            return None
+        return tls

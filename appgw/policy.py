@@ -1,0 +1,242 @@
+"""Request policy, sans-io: turn a raw head into a checked Request, or a ClientError.
+
+llhttp already refuses most malformed input (obs-fold, whitespace before the
+colon, CR/LF/NUL in values, bad Content-Length, CL with TE); this layer adds
+what it lets through and the gateway's own rules (SPEC 4), then builds the
+heads sent on from parsed values only, never by copying raw bytes.
+"""
+from . import grammar
+from .errors import ClientError
+from .http1 import (
+    CHUNKED, LENGTH, NONE, UNTIL_CLOSE, FramingError, header_tokens, parse_head, parse_status_line,
+)
+
+# Hop-by-hop headers (RFC 9110 7.6.1) plus the ones the gateway sets itself.
+HOP_BY_HOP = frozenset((
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection",
+))
+GATEWAY_SET = frozenset((b"x-forwarded-proto", b"x-forwarded-port", b"x-original-host", b"expect"))
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+
+
+class Request:
+    """One checked client request. Header names keep their spelling; `drop`
+    holds the lower-cased names that must not be forwarded."""
+
+    __slots__ = (
+        "method", "target", "minor", "headers", "host", "path", "query",
+        "keep_alive", "framing", "content_length", "expect_continue",
+        "websocket", "drop", "forwarded_for", "head_size",
+    )
+
+    @property
+    def idempotent(self):
+        return self.method in IDEMPOTENT
+
+
+def _framing_error(exc: FramingError) -> ClientError:
+    reason = str(exc)
+    if "Transfer-Encoding" in reason and "Content-Length" not in reason and "invalid `" in reason:
+        return ClientError(501, "unsupported transfer coding")
+    return ClientError(400, "malformed request: " + reason)
+
+
+def parse_request(head: bytes, max_body_size: int = 0) -> Request:
+    """Check one request head (bytes up to and including CRLFCRLF)."""
+    line = grammar.REQUEST_LINE.match(head)
+    if line is None:
+        raise ClientError(400, "malformed request line")
+    method, target, minor = line.group(1), line.group(2), int(line.group(3))
+    if method == b"CONNECT":
+        raise ClientError(405, "CONNECT is not supported")
+    try:
+        _, headers = parse_head(head)
+    except FramingError as exc:
+        raise _framing_error(exc) from None
+
+    req = Request()
+    req.method, req.minor, req.headers, req.head_size = method, minor, headers, len(head)
+    hosts, lengths, codings, connection, upgrade = [], [], [], [], []
+    expect = forwarded_for = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"host":
+            hosts.append(value)
+        elif lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"transfer-encoding":
+            codings.append(value)
+        elif lname == b"connection":
+            connection += header_tokens(value)
+        elif lname == b"upgrade":
+            upgrade += header_tokens(value)
+        elif lname == b"expect":
+            expect = value.strip().lower()
+        elif lname == b"x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+
+    _set_target(req, target, hosts)
+    _set_framing(req, lengths, codings, max_body_size)
+    req.expect_continue = expect == b"100-continue" and minor == 1
+    req.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
+    req.websocket = method == b"GET" and b"websocket" in upgrade and b"upgrade" in connection
+    if req.websocket and req.framing != NONE:
+        raise ClientError(400, "WebSocket upgrade with a body")
+    req.drop = HOP_BY_HOP.union(connection)
+    req.forwarded_for = forwarded_for
+    return req
+
+
+def _set_target(req, target, hosts):
+    if len(hosts) > 1:
+        raise ClientError(400, "more than one Host header")
+    if not hosts and req.minor == 1:
+        raise ClientError(400, "missing Host header")
+    host = hosts[0].strip() if hosts else b""
+    if target[:1] == b"/":
+        pass
+    elif target == b"*" and req.method == b"OPTIONS":
+        pass
+    elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+        # Absolute form: its authority replaces Host (RFC 9112 3.2.2). It is
+        # routed like any request; the gateway never dials what it names.
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        authority, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        if b"@" in authority:
+            raise ClientError(400, "userinfo in request target")
+        host = authority
+    else:
+        raise ClientError(400, "malformed request target")
+    if grammar.HOST.fullmatch(host) is None:
+        raise ClientError(400, "malformed Host header")
+    req.host = host
+    req.target = target
+    path, _, query = target.partition(b"?")
+    req.path, req.query = path, query
+
+
+def _set_framing(req, lengths, codings, max_body_size):
+    req.content_length = 0
+    if codings:
+        if req.minor == 0:
+            raise ClientError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if len(codings) > 1 or codings[0].strip().lower() != b"chunked":
+            raise ClientError(501, "unsupported transfer coding")
+        req.framing = CHUNKED
+        return
+    if len(lengths) > 1:
+        raise ClientError(400, "more than one Content-Length")
+    if lengths:
+        value = lengths[0].strip()
+        if grammar.DIGITS.fullmatch(value) is None or len(value) > 18:
+            raise ClientError(400, "invalid Content-Length")
+        req.content_length = int(value)
+    if max_body_size and req.content_length > max_body_size:
+        raise ClientError(413, "request body larger than %d bytes" % max_body_size)
+    req.framing = LENGTH if req.content_length else NONE
+
+
+def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip: bytes) -> bytes:
+    """The head sent to a backend, re-serialized from parsed values.
+
+    Hop-by-hop headers and the names Connection lists are dropped first; the
+    X-Forwarded-* headers are added after, so a client cannot strip them."""
+    drop = req.drop
+    lines = [b"%s %s HTTP/1.1" % (req.method, req.target), b"Host: " + host]
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname in drop or lname in GATEWAY_SET or lname == b"host" or lname == b"x-forwarded-for":
+            continue
+        if lname == b"content-length":
+            continue
+        lines.append(name + b": " + value)
+    if req.websocket:
+        lines.append(b"Upgrade: websocket")
+        lines.append(b"Connection: Upgrade")
+    elif req.framing == CHUNKED:
+        lines.append(b"Transfer-Encoding: chunked")
+    elif req.framing == LENGTH:
+        lines.append(b"Content-Length: %d" % req.content_length)
+    elif req.method in (b"POST", b"PUT", b"PATCH"):
+        lines.append(b"Content-Length: 0")
+    forwarded = client_ip if req.forwarded_for is None else req.forwarded_for + b", " + client_ip
+    lines.append(b"X-Forwarded-For: " + forwarded)
+    lines.append(b"X-Forwarded-Proto: " + proto)
+    lines.append(b"X-Forwarded-Port: " + port)
+    lines.append(b"X-Original-Host: " + req.host)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+class Response:
+    """A backend's answer head: status, framing and the headers to pass on."""
+
+    __slots__ = ("minor", "status", "headers", "framing", "content_length", "keep_alive", "reason", "bodiless")
+    # content_length: the backend's Content-Length, or None when it sent none.
+    # For HEAD and 304 it describes the entity, not this message, and is kept.
+
+
+def parse_response(head: bytes, request_method: bytes) -> Response:
+    """Parse a backend response head; raises FramingError when it is not HTTP."""
+    minor, status = parse_status_line(head)
+    line_end = head.index(b"\r\n")
+    _, headers = parse_head(head, response=True)
+    resp = Response()
+    resp.minor, resp.status, resp.headers = minor, status, headers
+    resp.reason = head[13:line_end]
+    lengths, codings, connection = [], [], []
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.append(value.strip())
+        elif lname == b"transfer-encoding":
+            codings += header_tokens(value)
+        elif lname == b"connection":
+            connection += header_tokens(value)
+    resp.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
+    resp.content_length = None
+    if lengths:
+        if len(set(lengths)) > 1 or grammar.DIGITS.fullmatch(lengths[0]) is None or len(lengths[0]) > 18:
+            raise FramingError("invalid Content-Length from backend")
+        resp.content_length = int(lengths[0])
+    resp.bodiless = request_method == b"HEAD" or status < 200 or status in (204, 304)
+    if resp.bodiless:
+        resp.framing = NONE
+    elif codings:
+        if codings[-1] != b"chunked":
+            resp.framing, resp.keep_alive = UNTIL_CLOSE, False
+        else:
+            resp.framing = CHUNKED
+    elif resp.content_length is not None:
+        resp.framing = LENGTH if resp.content_length else NONE
+    else:
+        resp.framing, resp.keep_alive = UNTIL_CLOSE, False
+    return resp
+
+
+def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: int, extra=()) -> bytes:
+    """The head sent to the client: the backend's headers less hop-by-hop ones,
+    with framing and Connection set for this client connection."""
+    drop = HOP_BY_HOP
+    lines = [b"HTTP/1.%d %d %s" % (client_minor, resp.status, resp.reason)]
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in drop or lname == b"content-length":
+            continue
+        lines.append(name + b": " + value)
+    if framing == CHUNKED:
+        lines.append(b"Transfer-Encoding: chunked")
+    elif resp.content_length is not None and resp.status != 204:
+        lines.append(b"Content-Length: %d" % resp.content_length)
+    elif framing == NONE and not resp.bodiless:
+        lines.append(b"Content-Length: 0")
+    lines.extend(extra)
+    if not keep_alive:
+        lines.append(b"Connection: close")
+    elif client_minor == 0:
+        lines.append(b"Connection: keep-alive")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+

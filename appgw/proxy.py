@@ -1,0 +1,464 @@
+"""The connection handler: one greenlet per client connection.
+
+read head -> check (policy) -> route (router) -> pick a server (balancer) ->
+send the head and stream the body -> read the answer and stream it back ->
+keep-alive loop. One greenlet does the whole exchange, so a request costs no
+greenlet switches beyond the waits for I/O. After a 101 the relay takes over.
+"""
+import socket
+import time
+
+from gevent import GreenletExit
+
+from . import relay
+from .accesslog import Entry
+from .errors import BackendError, ClientError
+from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk
+from .policy import backend_head, client_head, parse_request, parse_response
+from .router import Redirector
+
+RECV = 65536
+MAX_RESPONSE_HEAD = 65536
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+           502: "Bad Gateway", 504: "Gateway Timeout"}
+
+
+class ClientGone(Exception):
+    """The client closed or reset its connection; nothing more can be said to it."""
+
+
+def error_response(status: int, reason: str, keep_alive=False, minor=1) -> bytes:
+    body = ("%d %s: %s\n" % (status, REASONS.get(status, ""), reason)).encode()
+    return b"HTTP/1.%d %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        minor, status, REASONS.get(status, "").encode(), len(body),
+        b"" if keep_alive else b"Connection: close\r\n", body)
+
+
+class Connection:
+    """State of one client connection across its requests."""
+
+    __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "entry", "served",
+                 "response_started")
+
+    def __init__(self, sock, client_ip, site, runtime):
+        self.sock = sock
+        self.client_ip = client_ip
+        self.site = site
+        self.runtime = runtime
+        self.gateway = runtime.config.gateway
+        self.buf = b""
+        self.served = 0
+
+    # -- the keep-alive loop -------------------------------------------------
+
+    def serve(self):
+        try:
+            while not self.runtime.stopping or not self.served:
+                head = self.read_head()
+                if head is None or not self.exchange(head):
+                    break
+                self.served += 1
+        except (ClientGone, OSError, GreenletExit):
+            pass
+
+    def read_head(self):
+        """The next request head, or None when the client left or idled out.
+
+        The first byte of a request may take client_idle_timeout (on a new
+        connection client_header_timeout); the whole head must then arrive
+        within client_header_timeout of that byte."""
+        gw = self.gateway
+        buf = self.buf.lstrip(b"\r\n") if self.buf[:1] in (b"\r", b"\n") else self.buf
+        deadline = None
+        while True:
+            end = buf.find(HEAD_END)
+            if end >= 0:
+                if end + 4 > gw.max_header_size:
+                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
+                self.buf = buf[end + 4:]
+                return buf[:end + 4]
+            if len(buf) > gw.max_header_size:
+                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
+            if buf and deadline is None:
+                deadline = time.monotonic() + gw.client_header_timeout
+            if deadline is None:
+                timeout = gw.client_idle_timeout if self.served else gw.client_header_timeout
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return self.refuse(ClientError(408, "request head not received in time"))
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(RECV)
+            except socket.timeout:
+                if buf:
+                    return self.refuse(ClientError(408, "request head not received in time"))
+                return None
+            if not data:
+                return None
+            buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
+
+    def refuse(self, error: ClientError, entry=None, minor=1):
+        """Answer an error and end the connection: after a refused head, the
+        next request's start cannot be trusted."""
+        entry = entry or Entry(self.client_ip, self.site.listeners[0].listener.name)
+        payload = error_response(error.status, error.reason, minor=minor)
+        entry.status = error.status
+        try:
+            self.sock.sendall(payload)
+            entry.sent += len(payload)
+        except OSError:
+            pass
+        self.log(entry)
+        return None
+
+    def log(self, entry):
+        stats = self.runtime.stats
+        stats.request(entry.listener, entry.rule, entry.status or 0, entry.received, entry.sent)
+        if self.runtime.access_log.enabled:
+            self.runtime.access_log.write(entry)
+
+    # -- one request ---------------------------------------------------------
+
+    def exchange(self, head: bytes) -> bool:
+        """Serve one request; True when the connection may carry another."""
+        runtime = self.runtime
+        req = None
+        entry = Entry(self.client_ip, self.site.listeners[0].listener.name)
+        entry.received = len(head)
+        self.response_started = False
+        try:
+            req = parse_request(head, self.gateway.max_body_size)
+            if runtime.access_log.enabled:
+                runtime.access_log.fill_request(entry, req)
+            routes = self.site.listener_for(req.host)
+            if routes is None:
+                raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
+            entry.listener, entry.rule = routes.listener.name, routes.rule.name
+            target = routes.route(req.path)
+            if isinstance(target, Redirector):
+                return self.redirect(req, target, entry)
+            if req.websocket:
+                return self.websocket(req, routes, target, entry)
+            return self.forward(req, routes, target, entry)
+        except ClientError as error:
+            if error.status == 404 and req.framing == NONE:
+                # Nothing of the request is left unread: the connection can go on.
+                keep = req.keep_alive and not runtime.stopping
+                entry.status = 404
+                self.send(error_response(404, error.reason, keep, req.minor), entry)
+                self.log(entry)
+                return keep
+            self.refuse(error, entry, req.minor if req else 1)
+            return False
+        except BackendError as error:
+            if self.response_started:
+                self.log(entry)
+                return False
+            entry.status = error.status
+            try:
+                self.send(error_response(error.status, error.reason, minor=req.minor), entry)
+            except ClientGone:
+                pass
+            self.log(entry)
+            return False
+        except ClientGone:
+            entry.status = entry.status or 499
+            self.log(entry)
+            return False
+
+    def send(self, data, entry):
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientGone() from exc
+        entry.sent += len(data)
+
+    def redirect(self, req, target, entry):
+        location = target.location(req.host, req.path, req.query)
+        keep = req.keep_alive and req.framing == NONE and not self.runtime.stopping
+        entry.status = target.status
+        self.send(b"HTTP/1.%d %d %s\r\nLocation: %s\r\nContent-Length: 0\r\n%s\r\n" % (
+            req.minor, target.status, _REDIRECT_REASONS[target.status], location,
+            b"" if keep else b"Connection: close\r\n"), entry)
+        self.log(entry)
+        return keep
+
+    # -- to the backend and back ---------------------------------------------
+
+    def open_upstream(self, req, backend, entry):
+        """Connect to a server of the pool, trying the next one when a connect
+        fails; nothing has been sent yet, so any request may move on."""
+        tried = []
+        while True:
+            endpoint = backend.choose(tried)
+            if endpoint is None:
+                reason = "no healthy server in pool %s" % backend.pool.name if not tried else \
+                    "no server of pool %s could be reached" % backend.pool.name
+                raise BackendError(502, reason)
+            try:
+                sock, reused = endpoint.checkout()
+            except OSError as exc:
+                endpoint.connect_failed(exc)
+                tried.append(endpoint)
+                continue
+            entry.server = endpoint.label
+            return endpoint, sock, reused
+
+    def upstream_head(self, req, routes, backend, endpoint):
+        settings = backend.settings
+        if settings.host_name:
+            host = settings.host_name.encode()
+        elif settings.pick_host_name_from_backend:
+            host = endpoint.address_host.encode()
+        else:
+            host = req.host
+        return backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
+
+    def forward(self, req, routes, backend, entry) -> bool:
+        endpoint, upstream, reused = self.open_upstream(req, backend, entry)
+        endpoint.active += 1
+        started = time.monotonic()
+        reusable = False
+        try:
+            head = self.upstream_head(req, routes, backend, endpoint)
+            upstream.settimeout(backend.settings.request_timeout)
+            replayable = req.framing == NONE and req.idempotent
+            try:
+                self.send_request(req, head, upstream, entry)
+                resp, rest = self.read_response_head(req, upstream, entry)
+            except BackendError:
+                if not (reused and replayable and not self.response_started):
+                    raise
+                # The pooled connection was closed under us: once more on a new one.
+                upstream.close()
+                upstream = endpoint.connect()
+                upstream.settimeout(backend.settings.request_timeout)
+                self.send_request(req, head, upstream, entry)
+                resp, rest = self.read_response_head(req, upstream, entry)
+            self.runtime.stats.backend_seconds[backend.pool.name].observe(time.monotonic() - started)
+            keep, reusable = self.relay_response(req, resp, rest, upstream, entry)
+            self.log(entry)
+            return keep
+        finally:
+            endpoint.active -= 1
+            if reusable:
+                endpoint.checkin(upstream)
+            else:
+                upstream.close()
+
+    def send_request(self, req, head, upstream, entry):
+        """Send the head, then stream the body, re-framed for the backend."""
+        if req.framing == NONE:
+            self.to_backend(upstream, head)
+            return
+        if req.expect_continue and not self.buf:
+            self.send(CONTINUE, entry)
+        if req.framing == LENGTH:
+            self.stream_length_body(req, head, upstream, entry)
+        else:
+            self.stream_chunked_body(req, head, upstream, entry)
+
+    def stream_length_body(self, req, head, upstream, entry):
+        remaining = req.content_length
+        first, self.buf = self.buf[:remaining], self.buf[remaining:]
+        self.to_backend(upstream, head + first)
+        remaining -= len(first)
+        entry.received += len(first)
+        while remaining:
+            data = self.from_client(min(RECV, remaining))
+            remaining -= len(data)
+            entry.received += len(data)
+            self.to_backend(upstream, data)
+
+    def stream_chunked_body(self, req, head, upstream, entry):
+        decoder = ChunkedDecoder()
+        limit = self.gateway.max_body_size
+        data, self.buf = self.buf, b""
+        pending = head
+        while True:
+            try:
+                pieces = decoder.feed(data)
+            except FramingError as exc:
+                raise ClientError(400, "malformed chunked body: %s" % exc) from None
+            if limit and decoder.total > limit:
+                raise ClientError(413, "request body larger than %d bytes" % limit)
+            if pieces:
+                pending += b"".join([chunk(p) for p in pieces if p])
+            if decoder.done:
+                entry.received += len(data) - len(decoder.rest)
+                self.buf = decoder.rest
+                self.to_backend(upstream, pending + LAST_CHUNK)
+                return
+            entry.received += len(data)
+            if pending:
+                self.to_backend(upstream, pending)
+                pending = b""
+            data = self.from_client(RECV)
+
+    def from_client(self, size):
+        self.sock.settimeout(self.gateway.client_idle_timeout)
+        try:
+            data = self.sock.recv(size)
+        except socket.timeout:
+            raise ClientError(408, "request body not received in time") from None
+        except OSError as exc:
+            raise ClientGone() from exc
+        if not data:
+            raise ClientGone()
+        return data
+
+    @staticmethod
+    def to_backend(upstream, data):
+        try:
+            upstream.sendall(data)
+        except socket.timeout:
+            raise BackendError(504, "backend did not accept the request in time") from None
+        except OSError as exc:
+            raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
+
+    def read_response_head(self, req, upstream, entry):
+        """(Response, bytes after its head); interim 1xx answers are passed on
+        to HTTP/1.1 clients (100 is ours to send, so it is dropped)."""
+        buf = b""
+        while True:
+            end = buf.find(HEAD_END)
+            if end >= 0:
+                head, buf = buf[:end + 4], buf[end + 4:]
+                try:
+                    resp = parse_response(head, req.method)
+                except FramingError as exc:
+                    raise BackendError(502, "invalid response from backend: %s" % exc) from None
+                if resp.status == 101 and req.websocket:
+                    resp.headers = head  # relayed unchanged
+                    return resp, buf
+                if resp.status < 200:
+                    if resp.status == 101:
+                        raise BackendError(502, "backend switched protocols unasked")
+                    if resp.status != 100 and req.minor == 1:
+                        self.send(head, entry)
+                    continue
+                return resp, buf
+            if len(buf) > MAX_RESPONSE_HEAD:
+                raise BackendError(502, "response head from backend too large")
+            try:
+                data = upstream.recv(RECV)
+            except socket.timeout:
+                raise BackendError(504, "backend did not answer within %gs" % upstream.gettimeout()) from None
+            except OSError as exc:
+                raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
+            if not data:
+                raise BackendError(502, "backend closed the connection without answering")
+            buf += data
+
+    def relay_response(self, req, resp, rest, upstream, entry):
+        """Send head and body to the client. Returns (client connection stays,
+        backend connection is clean and may be reused)."""
+        framing = resp.framing
+        if framing in (CHUNKED, UNTIL_CLOSE):
+            framing = CHUNKED if req.minor == 1 else UNTIL_CLOSE
+        keep = req.keep_alive and framing != UNTIL_CLOSE and not self.runtime.stopping
+        head = client_head(resp, framing, keep, req.minor)
+        entry.status = resp.status
+        if resp.framing == NONE:
+            self.send(head, entry)
+            clean = not rest
+        elif resp.framing == LENGTH:
+            clean = self.relay_length(head, rest, resp.content_length, upstream, entry)
+        elif resp.framing == CHUNKED:
+            clean = self.relay_chunked(head, rest, framing, upstream, entry)
+        else:
+            clean = self.relay_until_close(head, rest, framing, upstream, entry)
+        return keep, clean and resp.keep_alive
+
+    def from_backend(self, upstream):
+        """A piece of response body; a failure now can only close the client."""
+        try:
+            data = upstream.recv(RECV)
+        except OSError:
+            data = b""
+        if not data:
+            raise ClientGone()  # the client sees a short body or a missing last chunk
+        return data
+
+    def relay_length(self, head, rest, remaining, upstream, entry):
+        clean = len(rest) <= remaining
+        first = rest[:remaining]
+        self.response_started = True
+        self.send(head + first, entry)
+        remaining -= len(first)
+        while remaining:
+            data = self.from_backend(upstream)
+            if len(data) > remaining:
+                data, clean = data[:remaining], False
+            remaining -= len(data)
+            self.send(data, entry)
+        return clean
+
+    def relay_chunked(self, head, rest, framing, upstream, entry):
+        decoder = ChunkedDecoder()
+        pending, data = head, rest
+        self.response_started = True
+        while True:
+            try:
+                pieces = decoder.feed(data)
+            except FramingError:
+                raise ClientGone() from None
+            if pieces:
+                if framing == CHUNKED:
+                    pending += b"".join([chunk(p) for p in pieces if p])
+                else:
+                    pending += b"".join(pieces)
+            if decoder.done:
+                self.send(pending + LAST_CHUNK if framing == CHUNKED else pending, entry)
+                return not decoder.rest
+            if pending:
+                self.send(pending, entry)
+                pending = b""
+            data = self.from_backend(upstream)
+
+    def relay_until_close(self, head, rest, framing, upstream, entry):
+        self.response_started = True
+        self.send(head + (chunk(rest) if rest and framing == CHUNKED else rest), entry)
+        while True:
+            try:
+                data = upstream.recv(RECV)
+            except OSError:
+                raise ClientGone() from None
+            if not data:
+                if framing == CHUNKED:
+                    self.send(LAST_CHUNK, entry)
+                return False
+            self.send(chunk(data) if framing == CHUNKED else data, entry)
+
+    # -- WebSocket -------------------------------------------------------------
+
+    def websocket(self, req, routes, backend, entry) -> bool:
+        endpoint, upstream, _ = self.open_upstream(req, backend, entry)
+        endpoint.active += 1
+        try:
+            settings = backend.settings
+            upstream.settimeout(settings.request_timeout)
+            self.to_backend(upstream, self.upstream_head(req, routes, backend, endpoint))
+            resp, rest = self.read_response_head(req, upstream, entry)
+            if resp.status != 101:
+                keep, _ = self.relay_response(req, resp, rest, upstream, entry)
+                self.log(entry)
+                return keep
+            entry.status = 101
+            self.send(resp.headers + rest, entry)
+            idle = settings.websocket_idle_timeout or settings.request_timeout
+            early, self.buf = self.buf, b""
+            relay.session(self.sock, upstream, early, idle, entry, self.runtime.stats)
+            self.log(entry)
+            return False
+        finally:
+            endpoint.active -= 1
+            upstream.close()
+
+
+_REDIRECT_REASONS = {301: b"Moved Permanently", 302: b"Found", 303: b"See Other",
+                     307: b"Temporary Redirect", 308: b"Permanent Redirect"}

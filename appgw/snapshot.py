@@ -1,0 +1,79 @@
+"""A configuration compiled for serving: sites, routes, backends, endpoints.
+
+A snapshot is never changed after it is built; a reload builds a new one and
+swaps it in, so a connection keeps the snapshot it started with. Endpoints
+whose definition is unchanged are carried over with their health and idle
+connections.
+"""
+from .balancer import Backend
+from .router import Redirector, Site, compile_listener
+from .upstream import Endpoint, tls_client_context
+
+
+class Snapshot:
+    def __init__(self, config, sites, backends, endpoints):
+        self.config = config
+        self.sites = sites          # (host, port) -> Site
+        self.backends = backends    # (pool name, settings name) -> Backend
+        self.endpoints = endpoints  # key -> Endpoint
+
+
+def build_snapshot(config, app_path, previous=None) -> Snapshot:
+    """`app_path(spec)` returns the unix socket of an in-process app."""
+    old = previous.endpoints if previous else {}
+    endpoints, backends = {}, {}
+
+    def endpoint(pool, server, settings, probe):
+        kind, label, where = server
+        key = (pool.name, label, settings, probe)
+        found = old.get(key) or endpoints.get(key)
+        if found is None:
+            tls = tls_client_context(settings.verify_tls, settings.trusted_root) \
+                if settings.protocol == "https" else None
+            if kind == "unix":
+                found = Endpoint(key, label, path=where, tls=tls, connect_timeout=settings.connect_timeout,
+                                 healthy_threshold=probe.healthy_threshold,
+                                 unhealthy_threshold=probe.unhealthy_threshold)
+            else:
+                host, port = where
+                found = Endpoint(key, label, host=host, port=port or settings.port, tls=tls,
+                                 connect_timeout=settings.connect_timeout,
+                                 healthy_threshold=probe.healthy_threshold,
+                                 unhealthy_threshold=probe.unhealthy_threshold)
+                found.label = "%s:%d" % (host if ":" not in host else "[%s]" % host, found.port)
+        endpoints[key] = found
+        return found
+
+    def backend(pool_name, settings_name):
+        key = (pool_name, settings_name)
+        if key not in backends:
+            pool = config.pool_by_name[pool_name]
+            settings = config.settings(settings_name)
+            probe = config.probe(settings.probe)
+            backends[key] = Backend(pool, settings, [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)])
+        return backends[key]
+
+    def target_for(entry):
+        if entry.redirect is not None:
+            return Redirector(entry.redirect, config.listener_by_name)
+        return backend(entry.backend_pool, entry.backend_settings)
+
+    by_bind = {}
+    for listener in config.listeners:
+        rule = config.rule_by_listener[listener.name]
+        by_bind.setdefault((listener.host, listener.port), []).append(compile_listener(listener, rule, target_for))
+    sites = {bind: Site(bind, routes) for bind, routes in by_bind.items()}
+    return Snapshot(config, sites, backends, endpoints)
+
+
+def _servers(pool, app_path):
+    """(kind, label, where) for each server of a pool, the in-process app last."""
+    servers = []
+    for server in pool.servers:
+        if server.kind == "unix":
+            servers.append(("unix", server.address, server.path))
+        else:
+            servers.append(("tcp", server.address, (server.host, server.port)))
+    if pool.app:
+        servers.append(("unix", "app:" + pool.app, app_path(pool.app)))
+    return servers

@@ -1,0 +1,125 @@
+"""Endpoints: one server as reached with one backend settings, and its keep-alive pool.
+
+An idle pooled connection that the backend closed meanwhile is found at
+checkout with a non-blocking peek (readable means FIN or stray bytes) and
+dropped, so most stale connections never carry a request.
+"""
+import socket
+import ssl
+import time
+
+from gevent.monkey import get_original
+
+from .health import HealthState
+
+# The unpatched select: a zero-timeout poll that never yields to the hub.
+_real_select = get_original("select", "select")
+
+MAX_IDLE = 256
+
+
+def tls_client_context(verify: bool, trusted_root: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=trusted_root or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Endpoint:
+    """Where and how to connect, the health state the balancer reads, the
+    count of requests in flight (least_connections) and the idle connections."""
+
+    __slots__ = ("key", "label", "host", "port", "path", "tls", "server_hostname",
+                 "address_host", "connect_timeout", "health", "active", "idle")
+
+    def __init__(self, key, label, *, host="", port=0, path="", tls=None, connect_timeout=5.0,
+                 healthy_threshold=1, unhealthy_threshold=3):
+        self.key = key
+        self.label = label            # shown in logs and /backend-health
+        self.host, self.port, self.path = host, port, path
+        self.tls = tls
+        self.server_hostname = host if tls is not None and host and not _is_ip(host) else None
+        # Host header for pick_host_name_from_backend.
+        self.address_host = (host if ":" not in host else "[%s]" % host) + ("" if port in (80, 443) else ":%d" % port) \
+            if host else "localhost"
+        self.connect_timeout = connect_timeout
+        self.health = HealthState(label, healthy_threshold, unhealthy_threshold)
+        self.active = 0
+        self.idle = []
+
+    def connect(self):
+        if self.path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.connect_timeout)
+            try:
+                sock.connect(self.path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.server_hostname)
+            except BaseException:
+                sock.close()
+                raise
+        return sock
+
+    def checkout(self):
+        """(socket, reused): a live idle connection if there is one, else a new one."""
+        idle = self.idle
+        while idle:
+            sock = idle.pop()
+            if _still_open(sock):
+                return sock, True
+            sock.close()
+        return self.connect(), False
+
+    def checkin(self, sock):
+        if len(self.idle) < MAX_IDLE:
+            self.idle.append(sock)
+        else:
+            sock.close()
+
+    def close_idle(self):
+        while self.idle:
+            self.idle.pop().close()
+
+    def connect_failed(self, exc):
+        self.health.passive_failure(time.time(), connect_failure_reason(exc))
+
+
+def connect_failure_reason(exc) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve: %s" % (exc.strerror or exc)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "connect timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS error: %s" % (exc.reason or exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return "connect failed: %s" % (exc.strerror or exc)
+
+
+def _still_open(sock) -> bool:
+    # An idle keep-alive connection has nothing to say: readable means the
+    # server sent FIN (or stray bytes, or a TLS close_notify), so drop it.
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    try:
+        readable, _, _ = _real_select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,152 @@
+"""A raw-socket backend that misbehaves on purpose, for fault tests.
+
+    python tests/backends/raw_backend.py --port N --mode MODE [--record FILE]
+
+Prints ``READY <port>`` once listening (port 0 picks a free one). Modes:
+  reset-mid-body        200 with Content-Length 100000, 1000 bytes, then RST
+  reset-mid-chunked     chunked 200, three chunks, then RST
+  never-answer          reads the head, then stays silent until the peer leaves
+  garbage               answers "HELLO NOT HTTP\\r\\n\\r\\n" and closes
+  close-after-response  one keep-alive-looking "200 ok", closes 0.2 s later
+                        (a stale pooled connection for the gateway)
+  record                "200 ok" keep-alive to every request, and appends what it
+                        received to FILE, one JSON line per recv:
+                        {"conn": n, "data": "<latin-1 text>"}
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import httptools  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+OK_KEEPALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+# Long enough for the peer to read what was sent before the reset: an RST
+# may make the kernel drop data the peer has not read yet.
+BEFORE_RESET = 0.2
+
+
+def read_head(sock):
+    """Reads until the end of a request head (or EOF); returns what it read."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+def drain_until_eof(sock):
+    while sock.recv(65536):
+        pass
+
+
+def reset(sock):
+    """Closes with an RST instead of a FIN (SO_LINGER on, timeout 0)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def mode_reset_mid_body(sock, conn, args):
+    read_head(sock)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    gevent.sleep(BEFORE_RESET)
+    reset(sock)
+
+
+def mode_reset_mid_chunked(sock, conn, args):
+    read_head(sock)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(3):
+        sock.sendall(b"6\r\nchunk\n\r\n")
+    gevent.sleep(BEFORE_RESET)
+    reset(sock)
+
+
+def mode_never_answer(sock, conn, args):
+    read_head(sock)
+    drain_until_eof(sock)
+
+
+def mode_garbage(sock, conn, args):
+    read_head(sock)
+    sock.sendall(b"HELLO NOT HTTP\r\n\r\n")
+
+
+def mode_close_after_response(sock, conn, args):
+    read_head(sock)
+    sock.sendall(OK_KEEPALIVE)
+    gevent.sleep(0.2)
+
+
+class _AnswerEach:
+    """httptools callbacks: answer every complete request with 200 ok."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def on_message_complete(self):
+        self.sock.sendall(OK_KEEPALIVE)
+
+
+def mode_record(sock, conn, args):
+    parser = httptools.HttpRequestParser(_AnswerEach(sock))
+    answering = True
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        with open(args.record, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"conn": conn, "data": data.decode("latin-1")}) + "\n")
+        if answering:
+            try:
+                parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                # Malformed or upgraded: stop answering, keep recording.
+                answering = False
+
+
+MODES = {
+    "reset-mid-body": mode_reset_mid_body,
+    "reset-mid-chunked": mode_reset_mid_chunked,
+    "never-answer": mode_never_answer,
+    "garbage": mode_garbage,
+    "close-after-response": mode_close_after_response,
+    "record": mode_record,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--mode", required=True, choices=sorted(MODES))
+    parser.add_argument("--record", help="file for --mode record")
+    args = parser.parse_args()
+    if args.mode == "record" and not args.record:
+        parser.error("--mode record needs --record FILE")
+    mode, counter = MODES[args.mode], itertools.count()
+
+    def handle(sock, address):
+        try:
+            mode(sock, next(counter), args)
+        except OSError:
+            pass  # the peer went away: nothing to report to a test
+
+    server = StreamServer((args.host, args.port), handle)
+    server.start()
+    print(f"READY {server.server_port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
