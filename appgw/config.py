@@ -22,6 +22,7 @@ Decisions recorded here (the README repeats them):
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ _HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _DOTTED_NUMBERS_RE = re.compile(r"[0-9.]+")
 
 
+def _quote(text: str) -> str:
+    """JSON quoting keeps a problem line one line, whatever the value holds."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def is_host(text: str) -> bool:
     """True for an IPv4 address or a DNS name (IPv6 goes in brackets)."""
     if _DOTTED_NUMBERS_RE.fullmatch(text):
@@ -64,7 +70,7 @@ def is_host(text: str) -> bool:
 def parse_port(text: str) -> int:
     """A decimal port 1-65535, or ValueError."""
     if not _PORT_RE.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"port must be 1-65535, got {text!r}")
+        raise ValueError(f"port must be 1-65535, got {_quote(text)}")
     return int(text)
 
 
@@ -82,7 +88,7 @@ def parse_hostport(text: str, port_required: bool = True) -> tuple[str, Optional
         try:
             host = ipaddress.IPv6Address(host).compressed
         except ValueError:
-            raise ValueError(f'"{host}" is not an IPv6 address') from None
+            raise ValueError(f"{_quote(host)} is not an IPv6 address") from None
         if rest and not rest.startswith(":"):
             raise ValueError('expected ":port" after "]"')
         port_text = rest[1:] if rest else None
@@ -95,7 +101,7 @@ def parse_hostport(text: str, port_required: bool = True) -> tuple[str, Optional
         if not host:
             raise ValueError("the host is missing")
         if not is_host(host):
-            raise ValueError(f'"{host}" is not an IP address or host name')
+            raise ValueError(f"{_quote(host)} is not an IP address or host name")
         host = host.lower()
     if port_text is None:
         if port_required:
@@ -122,6 +128,8 @@ def parse_server(address: str) -> tuple[str, str, Optional[int], str]:
         if any(ord(c) < 32 or ord(c) == 127 for c in path):
             raise ValueError("control characters in the socket path")
         return "unix", "", None, path
+    if "://" in address:
+        raise ValueError('write "host:port", not a URL')
     host, port = parse_hostport(address, port_required=False)
     return "tcp", host, port, ""
 

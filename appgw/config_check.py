@@ -111,6 +111,7 @@ class Table:
         self.seen: set[str] = set()
         self.obj = None  # the dataclass built from values, if it could be
         self.sub: dict = {}  # name -> Table or list of Tables read below this one
+        self.broken: set[str] = set()  # keys whose value had the wrong type
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -133,6 +134,7 @@ class Table:
         value = self.raw[name]
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             self.add(name, f"must be {kind_name}, got {describe(value)}")
+            self.broken.add(name)
             return None
         return value
 
@@ -205,6 +207,7 @@ class Table:
                 result.append(Table(self.problems, self.key(f"{name}[{i}]"), item))
             else:
                 self.add(f"{name}[{i}]", f"must be a table, got {describe(item)}")
+                self.broken.add(name)
         self.sub[name] = result
         return result
 
@@ -544,8 +547,14 @@ def read_rule(t: Table) -> Optional[Rule]:
 
 # --- across sections ---------------------------------------------------------
 
-def check_unique_names(tables: list[Table]) -> set:
-    """Report repeated names; returns every name declared (even by broken entries)."""
+def check_unique_names(tables: list[Table], complete: bool) -> Optional[set]:
+    """Report repeated names; returns every name declared (even by broken entries).
+
+    None when some entry's name could not be read (or the section itself
+    was broken): a reference to an unknown name may mean that entry, so
+    references into this section are not checked.
+    """
+    complete = complete and all(t.ok("name") for t in tables)
     names: set = set()
     for t in tables:
         name = t.values.get("name")
@@ -553,12 +562,12 @@ def check_unique_names(tables: list[Table]) -> set:
             t.add("name", f"duplicate name {quote(name)}")
         elif name is not None:
             names.add(name)
-    return names
+    return names if complete else None
 
 
-def check_reference(t: Table, key: str, names: set, kind: str) -> None:
+def check_reference(t: Table, key: str, names: Optional[set], kind: str) -> None:
     value = t.values.get(key)
-    if value and t.ok(key) and value not in names:
+    if value and t.ok(key) and names is not None and value not in names:
         t.add(key, f"no {kind} named {quote(value)}")
 
 
@@ -584,6 +593,8 @@ def check_rule_references(rules: list[Table], names: dict) -> None:
 
 def check_rule_per_listener(listeners: list[Table], rules: list[Table], names: dict) -> None:
     """Every listener has exactly one rule."""
+    if names["listeners"] is None:
+        return
     owner: dict = {}
     for t in rules:
         listener = t.values.get("listener")
@@ -593,8 +604,8 @@ def check_rule_per_listener(listeners: list[Table], rules: list[Table], names: d
             t.add("listener", f"listener {quote(listener)} already has rule {owner[listener]}")
         else:
             owner[listener] = quote(t.values["name"]) if "name" in t.values else t.path
-    if not all(t.ok("listener") for t in rules):
-        return  # the rule whose listener is broken may be the missing one
+    if names["rules"] is None or not all(t.ok("listener") for t in rules):
+        return  # the rule that is broken may be the missing one
     for t in listeners:
         name = t.values.get("name")
         if name is not None and name not in owner:
@@ -646,8 +657,8 @@ def check_binds(listeners: list[Table], gateway: Gateway, gateway_table: Optiona
         other = groups.get((gateway.admin_host, gateway.admin_port), [None])[0]
         other = other or overlapping(groups, gateway.admin_host, gateway.admin_port)
         if other:
-            gateway_table.add("admin_bind", f"{gateway.admin_bind} is also the bind of "
-                                            f"listener {quote(other.name)}")
+            gateway_table.add("admin_bind", f"{gateway.admin_bind} conflicts with listener "
+                                            f"{quote(other.name)} on {other.address}")
 
 
 def overlapping(groups: dict, host: str, port: int) -> Optional[Listener]:
@@ -676,9 +687,9 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
     for section, read in readers.items():
         for t in sections[section]:
             read(t)
-        names[section] = check_unique_names(sections[section])
+        names[section] = check_unique_names(sections[section], section not in root.broken)
     for section, what in (("listeners", "listener"), ("rules", "rule")):
-        if root.ok(section) and not sections[section]:
+        if section not in root.broken and not sections[section]:
             problems.add(section, f"at least one {what} is required")
     check_rule_references(sections["rules"], names)
     for t in sections["backend_settings"]:

@@ -241,6 +241,9 @@ class Connection:
                 resp, rest = self.read_response_head(req, upstream, entry)
             self.runtime.stats.backend_seconds[backend.pool.name].observe(time.monotonic() - started)
             keep, reusable = self.relay_response(req, resp, rest, upstream, entry)
+            # Some servers (gevent's pywsgi among them) send a body after a HEAD
+            # answer; it would poison the next request on a pooled connection.
+            reusable = reusable and req.method != b"HEAD"
             self.log(entry)
             return keep
         finally:

@@ -33,11 +33,8 @@ class Session:
     def abort(self, why):
         """Close both directions at once: blocked recvs return EOF."""
         self.end(why)
-        for sock in (self.client, self.backend):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown(self.client, socket.SHUT_RDWR)
+        shutdown(self.backend, socket.SHUT_RDWR)
 
     def pump(self, src, dst, upstream: bool):
         """Copy src -> dst until src ends; pass its end on to dst."""
@@ -54,15 +51,15 @@ class Session:
                     return
                 src.settimeout(idle - quiet)
                 continue
-            except (OSError, GreenletExit) as exc:
-                self.abort("error" if not isinstance(exc, GreenletExit) else "stopped")
+            except (OSError, ValueError):  # ValueError: a TLS socket closed under us
+                self.abort("error")
+                return
+            except GreenletExit:
+                self.abort("stopped")
                 return
             if not data:
                 self.end("client close" if upstream else "backend close")
-                try:
-                    dst.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+                shutdown(dst, socket.SHUT_WR)
                 return
             self.last = time.monotonic()
             try:
@@ -70,7 +67,7 @@ class Session:
             except socket.timeout:
                 self.abort("idle timeout")
                 return
-            except OSError:
+            except (OSError, ValueError):
                 self.abort("error")
                 return
             if upstream:
@@ -78,6 +75,16 @@ class Session:
             else:
                 self.down += len(data)
             src.settimeout(idle)
+
+
+def shutdown(sock, how):
+    """shutdown() of the TCP socket itself, also under TLS: ssl's own shutdown
+    drops the TLS state, which would end the direction still flowing. The
+    peer sees the end of the byte stream (TLS without close_notify)."""
+    try:
+        socket.socket.shutdown(sock, how)
+    except (OSError, ValueError):
+        pass
 
 
 def session(client, backend, early: bytes, idle_timeout, entry, stats):

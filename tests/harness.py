@@ -236,6 +236,9 @@ class Gateway:
                     pytest.fail(f"appgw not listening on {address} after {timeout}s:\n"
                                 f"{self.stderr_text()}", pytrace=False)
                 time.sleep(POLL_INTERVAL)
+        if self.proc.poll() is not None:  # something else held the port?
+            pytest.fail(f"appgw exited with {self.proc.returncode}:\n{self.stderr_text()}",
+                        pytrace=False)
 
     def port(self, listener_index=0):
         return _connect_address(self.listeners[listener_index]["bind"])[1]

@@ -14,7 +14,7 @@ import requests
 import websocket
 
 from harness import (REPO, free_port, make_cert, open_fds, pattern_bytes, raw_request,
-                     read_http_response, rss_kb, socket_reader, start_backend)
+                     read_http_response, rss_kb, start_backend)
 
 
 # --- wsgi_backend.py ----------------------------------------------------------
