@@ -96,6 +96,8 @@ def parse_hostport(text: str, port_required: bool = True) -> tuple[str, Optional
         host, sep, port_text = text.partition(":")
         if ":" in port_text:
             raise ValueError('write IPv6 addresses in brackets, e.g. "[::1]:8080"')
+        if not sep and port_required:
+            raise ValueError('the port is missing ("host:port")')
         if not sep:
             port_text = None
         if not host:

@@ -125,7 +125,7 @@ class Table:
     def has(self, name: str) -> bool:
         return name in self.raw
 
-    def _get(self, name, kinds, kind_name, required):
+    def get_typed(self, name, kinds, kind_name, required):
         self.seen.add(name)
         if name not in self.raw:
             if required:
@@ -138,7 +138,7 @@ class Table:
             return None
         return value
 
-    def _keep(self, name, value, check=None):
+    def keep(self, name, value, check=None):
         message = check(value) if check and value is not None else None
         if message:
             self.add(name, message)
@@ -148,7 +148,7 @@ class Table:
         return value
 
     def string(self, name, check=None, required=False) -> Optional[str]:
-        return self._keep(name, self._get(name, (str,), "a string", required), check)
+        return self.keep(name, self.get_typed(name, (str,), "a string", required), check)
 
     def choice(self, name, choices) -> Optional[str]:
         def check(value):
@@ -156,7 +156,7 @@ class Table:
         return self.string(name, check)
 
     def boolean(self, name) -> Optional[bool]:
-        return self._keep(name, self._get(name, (bool,), "true or false", False))
+        return self.keep(name, self.get_typed(name, (bool,), "true or false", False))
 
     def integer(self, name, low, high=None) -> Optional[int]:
         def check(value):
@@ -165,7 +165,7 @@ class Table:
             if value < low:
                 return f"must be at least {low}, got {value}"
             return None
-        return self._keep(name, self._get(name, (int,), "an integer", False), check)
+        return self.keep(name, self.get_typed(name, (int,), "an integer", False), check)
 
     def seconds(self, name, zero_ok=False) -> Optional[float]:
         def check(value):
@@ -174,11 +174,11 @@ class Table:
             if value < 0 or (value == 0 and not zero_ok):
                 return f"must be {'0 or more' if zero_ok else 'greater than 0'}, got {value}"
             return None
-        return self._keep(name, self._get(name, (int, float), "a number", False), check)
+        return self.keep(name, self.get_typed(name, (int, float), "a number", False), check)
 
     def string_list(self, name, check=None, convert=None, required=False) -> Optional[tuple]:
         """An array of strings; each element is checked, then converted."""
-        items = self._get(name, (list,), "an array of strings", required)
+        items = self.get_typed(name, (list,), "an array of strings", required)
         if items is None:
             return None
         result = []
@@ -190,17 +190,17 @@ class Table:
                 self.add(where, message)
             else:
                 result.append(convert(item) if convert else item)
-        return self._keep(name, tuple(result) if self.ok(name) else None)
+        return self.keep(name, tuple(result) if self.ok(name) else None)
 
     def table(self, name, required=False) -> Optional["Table"]:
-        raw = self._get(name, (dict,), "a table", required)
+        raw = self.get_typed(name, (dict,), "a table", required)
         result = None if raw is None else Table(self.problems, self.key(name), raw)
         self.sub[name] = result
         return result
 
     def tables(self, name) -> list["Table"]:
         """An array of tables ([[name]]); entries that are not tables are reported and skipped."""
-        raw = self._get(name, (list,), f"an array of tables ([[{name}]])", False) or []
+        raw = self.get_typed(name, (list,), f"an array of tables ([[{name}]])", False) or []
         result = []
         for i, item in enumerate(raw):
             if isinstance(item, dict):
@@ -314,6 +314,12 @@ def check_redirect_url(value: str) -> Optional[str]:
     parts = urlsplit(value)
     if has_controls(value) or " " in value or parts.scheme not in ("http", "https") or not parts.netloc:
         return f"must be an absolute http:// or https:// URL, got {quote(value)}"
+    return None
+
+
+def check_redirect_status(value: int) -> Optional[str]:
+    if value not in REDIRECT_STATUSES:
+        return f"must be one of 301, 302, 303, 307 or 308, got {value}"
     return None
 
 
@@ -470,7 +476,7 @@ def read_probe(t: Table) -> Optional[Probe]:
 
 
 def read_match_status(t: Table) -> None:
-    items = t._get("match_status", (list,), 'an array like ["200-399"]', False)
+    items = t.get_typed("match_status", (list,), 'an array like ["200-399"]', False)
     if items is None:
         return
     if not items:
@@ -489,9 +495,7 @@ def read_match_status(t: Table) -> None:
 def read_redirect(t: Table) -> Redirect:
     t.string("listener", check_name)
     t.string("url", check_redirect_url)
-    t.integer("status", 0)
-    if t.values.get("status", 301) not in REDIRECT_STATUSES:
-        t.add("status", f"must be one of 301, 302, 303, 307 or 308, got {t.values.pop('status')}")
+    t.keep("status", t.get_typed("status", (int,), "an integer", False), check_redirect_status)
     t.boolean("include_path")
     t.boolean("include_query")
     if t.ok("listener") and t.ok("url"):
@@ -547,16 +551,18 @@ def read_rule(t: Table) -> Optional[Rule]:
 
 # --- across sections ---------------------------------------------------------
 
-def check_unique_names(tables: list[Table], complete: bool) -> Optional[set]:
-    """Report repeated names; returns every name declared (even by broken entries).
+def read_section(tables: list[Table], read, complete: bool) -> Optional[set]:
+    """Read each entry and report repeated names; returns every name declared.
 
-    None when some entry's name could not be read (or the section itself
-    was broken): a reference to an unknown name may mean that entry, so
-    references into this section are not checked.
+    Broken entries still declare their name. None when some entry's name
+    could not be read (or the section itself was broken): a reference to
+    an unknown name may mean that entry, so references into this section
+    are not checked.
     """
-    complete = complete and all(t.ok("name") for t in tables)
     names: set = set()
     for t in tables:
+        read(t)
+        complete = complete and t.ok("name")
         name = t.values.get("name")
         if name in names:
             t.add("name", f"duplicate name {quote(name)}")
@@ -604,7 +610,7 @@ def check_rule_per_listener(listeners: list[Table], rules: list[Table], names: d
             t.add("listener", f"listener {quote(listener)} already has rule {owner[listener]}")
         else:
             owner[listener] = quote(t.values["name"]) if "name" in t.values else t.path
-    if names["rules"] is None or not all(t.ok("listener") for t in rules):
+    if names["rules"] is None or not all("listener" in t.values for t in rules):
         return  # the rule that is broken may be the missing one
     for t in listeners:
         name = t.values.get("name")
@@ -685,9 +691,7 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
     }
     names = {}
     for section, read in readers.items():
-        for t in sections[section]:
-            read(t)
-        names[section] = check_unique_names(sections[section], section not in root.broken)
+        names[section] = read_section(sections[section], read, section not in root.broken)
     for section, what in (("listeners", "listener"), ("rules", "rule")):
         if section not in root.broken and not sections[section]:
             problems.add(section, f"at least one {what} is required")

@@ -122,4 +122,4 @@ def summarize(config: Config) -> str:
         f"gateway: {gw.workers} worker(s), admin {admin}, access log {log} ({gw.log_format}),"
         f" max {gw.max_connections} connections, drain {_seconds(gw.drain_timeout)}",
     ]
-    return "\n".join(lines + _listener_lines(config) + _pool_lines(config)) + "\n"
+    return "\n".join(lines + _listener_lines(config) + _pool_lines(config))

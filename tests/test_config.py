@@ -221,8 +221,8 @@ def test_error_lines_and_str():
     with pytest.raises(ConfigError) as info:
         parse_config(BASE + "[gateway]\nwokers = 2\nworkers = 0\n", "conf/my.toml")
     assert info.value.problems == [
-        "conf/my.toml: gateway.wokers: unknown key",
         "conf/my.toml: gateway.workers: must be between 1 and 64, got 0",
+        "conf/my.toml: gateway.wokers: unknown key",  # unknown keys come last in a table
     ]
     assert str(info.value) == "\n".join(info.value.problems)
 
@@ -287,9 +287,9 @@ redirect_x = 1
 """) + "[extra]\nx = 1\n"
     assert problems(text) == lines(
         "extra: unknown key",
-        "rules[0].redirect_x: unknown key",
-        "rules[0].paths[1].backend_poool: unknown key",
         "rules[0].paths[1]: needs backend_pool or redirect",
+        "rules[0].paths[1].backend_poool: unknown key",
+        "rules[0].redirect_x: unknown key",
     )
 
 
@@ -472,8 +472,8 @@ listener = "http"
   redirect = { url = "https://x.example/" }
 """
     assert problems(text) == lines(
-        "rules[0].paths[0]: needs backend_pool or redirect, not both",
         "rules[0]: needs backend_pool or redirect",
+        "rules[0].paths[0]: needs backend_pool or redirect, not both",
     )
 
 
@@ -680,7 +680,7 @@ def test_https_listener_with_valid_files(tls):
     config = parse(POOL + https_listener(), base_dir=str(tls))
     listener = config.listeners[0]
     assert listener.certificate == str(tls / "c.pem") and listener.private_key == str(tls / "k.pem")
-    absolute = parse(POOL + https_listener(certificate=tls / "c.pem"), base_dir="/")
+    absolute = parse(POOL + https_listener(tls / "c.pem", tls / "k.pem"), base_dir="/")
     assert absolute.listeners[0].certificate == str(tls / "c.pem")
 
 
