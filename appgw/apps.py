@@ -69,7 +69,9 @@ class AppHost:
         for spec in list(self.servers):
             if spec not in specs:
                 server, path = self.servers.pop(spec)
-                server.stop(timeout=1)
+                # Stop accepting only: requests and WebSocket sessions still
+                # open on the app run on until they end.
+                server.close()
                 _unlink(path)
 
     def close(self):

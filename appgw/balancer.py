@@ -22,12 +22,18 @@ class Backend:
         healthy = [e for e in self.endpoints if e.health.state == HEALTHY]
         return healthy or [e for e in self.endpoints if e.health.state == UNKNOWN]
 
-    def choose(self, exclude=()):
+    def choose(self, exclude=(), affinity=None):
+        """`affinity`: an affinity cookie's value; its server wins while it
+        is eligible."""
         candidates = self.eligible()
         if exclude:
             candidates = [e for e in candidates if e not in exclude]
         if not candidates:
             return None
+        if affinity is not None:
+            for endpoint in candidates:
+                if endpoint.cookie == affinity:
+                    return endpoint
         if self.least_connections:
             return min(candidates, key=_active)
         self._next += 1

@@ -63,11 +63,18 @@ def main(argv=None):
         return 0
 
     from .listener import BindError
-    from .runtime import Runtime
 
-    runtime = Runtime(config)
+    def reload_config(path):
+        return load(path)
+
     try:
-        return runtime.run()
+        if config.gateway.workers > 1:
+            from .workers import Master
+
+            return Master(config, reload_config).run()
+        from .runtime import Runtime
+
+        return Runtime(config, reload_config).run()
     except BindError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -18,11 +18,15 @@ class BindError(Exception):
     pass
 
 
-def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+def bind_socket(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; `reuse_port` lets each worker bind an address
+    added by a reload alongside its siblings."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
@@ -35,6 +39,26 @@ def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
             reason = "permission denied"
         raise BindError("cannot listen on %s: %s" % (where, reason)) from None
     return sock
+
+
+def bind_all(config, keep=(), inherited=None, reuse_port=False):
+    """Listening sockets for every bind of `config` not in `keep` (taken from
+    `inherited` where there); all of them or, raising BindError, none."""
+    inherited = inherited if inherited is not None else {}
+    sockets, problems = {}, []
+    for listener in config.listeners:
+        bind = (listener.host, listener.port)
+        if bind in sockets or bind in keep:
+            continue
+        try:
+            sockets[bind] = inherited.pop(bind, None) or bind_socket(*bind, reuse_port=reuse_port)
+        except BindError as exc:
+            problems.append(str(exc))
+    if problems:
+        for sock in sockets.values():
+            sock.close()
+        raise BindError("\n".join(problems))
+    return sockets
 
 
 def server_context(listener) -> ssl.SSLContext:
@@ -86,6 +110,7 @@ class BindServer:
             return
         listener = site.listeners[0].listener.name
         runtime.stats.connections_active[listener] += 1
+        conn = None
         try:
             if self.tls is not None:
                 sock = self.handshake(sock, runtime.config.gateway.client_header_timeout)
@@ -93,8 +118,11 @@ class BindServer:
                     return
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Connection(sock, address[0] if isinstance(address, tuple) else "unix", site, runtime).serve()
+            conn = Connection(sock, address[0] if isinstance(address, tuple) else "unix", site, runtime)
+            runtime.connections.add(conn)
+            conn.serve()
         finally:
+            runtime.connections.discard(conn)
             runtime.stats.connections_active[listener] -= 1
             sock.close()
 

@@ -170,6 +170,18 @@ def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip
     return b"\r\n".join(lines)
 
 
+def cookie_value(headers, name: bytes):
+    """The value of cookie `name` in the request's Cookie headers, or None."""
+    prefix = name + b"="
+    for hname, value in headers:
+        if hname.lower() == b"cookie":
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix):].strip(b'"')
+    return None
+
+
 class Response:
     """A backend's answer head: status, framing and the headers to pass on."""
 

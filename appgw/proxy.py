@@ -14,7 +14,7 @@ from . import relay
 from .accesslog import Entry
 from .errors import BackendError, ClientError
 from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk
-from .policy import backend_head, client_head, parse_request, parse_response
+from .policy import backend_head, client_head, cookie_value, parse_request, parse_response
 from .router import Redirector
 
 RECV = 65536
@@ -40,8 +40,8 @@ def error_response(status: int, reason: str, keep_alive=False, minor=1) -> bytes
 class Connection:
     """State of one client connection across its requests."""
 
-    __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "entry", "served",
-                 "response_started")
+    __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served",
+                 "response_started", "waiting", "set_cookie")
 
     def __init__(self, sock, client_ip, site, runtime):
         self.sock = sock
@@ -51,6 +51,11 @@ class Connection:
         self.gateway = runtime.config.gateway
         self.buf = b""
         self.served = 0
+        self.waiting = False   # idle between requests: a graceful stop may close it
+
+    def close(self):
+        """Shut the client socket down; whatever greenlet waits on it wakes."""
+        relay.shutdown(self.sock, socket.SHUT_RDWR)
 
     # -- the keep-alive loop -------------------------------------------------
 
@@ -82,6 +87,9 @@ class Connection:
                 return buf[:end + 4]
             if len(buf) > gw.max_header_size:
                 return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
+            self.waiting = not buf
+            if self.waiting and self.runtime.stopping:
+                return None
             if buf and deadline is None:
                 deadline = time.monotonic() + gw.client_header_timeout
             if deadline is None:
@@ -97,6 +105,7 @@ class Connection:
                 if buf:
                     return self.refuse(ClientError(408, "request head not received in time"))
                 return None
+            self.waiting = False
             if not data:
                 return None
             buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
@@ -193,8 +202,10 @@ class Connection:
         """Connect to a server of the pool, trying the next one when a connect
         fails; nothing has been sent yet, so any request may move on."""
         tried = []
+        cookie_name = backend.settings.affinity_cookie
+        affinity = cookie_value(req.headers, cookie_name.encode()) if cookie_name else None
         while True:
-            endpoint = backend.choose(tried)
+            endpoint = backend.choose(tried, affinity)
             if endpoint is None:
                 reason = "no healthy server in pool %s" % backend.pool.name if not tried else \
                     "no server of pool %s could be reached" % backend.pool.name
@@ -206,6 +217,10 @@ class Connection:
                 tried.append(endpoint)
                 continue
             entry.server = endpoint.label
+            self.set_cookie = None
+            if cookie_name and affinity != endpoint.cookie:
+                # A new client, or its server left: (re)write the cookie.
+                self.set_cookie = b"Set-Cookie: %s=%s; Path=/; HttpOnly" % (cookie_name.encode(), endpoint.cookie)
             return endpoint, sock, reused
 
     def upstream_head(self, req, routes, backend, endpoint):
@@ -364,7 +379,7 @@ class Connection:
         if framing in (CHUNKED, UNTIL_CLOSE):
             framing = CHUNKED if req.minor == 1 else UNTIL_CLOSE
         keep = req.keep_alive and framing != UNTIL_CLOSE and not self.runtime.stopping
-        head = client_head(resp, framing, keep, req.minor)
+        head = client_head(resp, framing, keep, req.minor, (self.set_cookie,) if self.set_cookie else ())
         entry.status = resp.status
         if resp.framing == NONE:
             self.send(head, entry)
@@ -452,10 +467,17 @@ class Connection:
                 self.log(entry)
                 return keep
             entry.status = 101
-            self.send(resp.headers + rest, entry)
-            idle = settings.websocket_idle_timeout or settings.request_timeout
+            head = resp.headers   # the backend's 101 head, relayed as it is
+            if self.set_cookie:
+                head = head[:-2] + self.set_cookie + b"\r\n\r\n"
+            self.send(head + rest, entry)
             early, self.buf = self.buf, b""
-            relay.session(self.sock, upstream, early, idle, entry, self.runtime.stats)
+            session = relay.Session(self.sock, upstream, settings.websocket_timeout)
+            endpoint.sessions.add(session)
+            try:
+                session.run(early, entry, self.runtime.stats)
+            finally:
+                endpoint.sessions.discard(session)
             self.log(entry)
             return False
         finally:

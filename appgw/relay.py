@@ -77,6 +77,30 @@ class Session:
             src.settimeout(idle)
 
 
+    def run(self, early: bytes, entry, stats):
+        """Relay until both directions have ended; fill the log entry.
+        `early` is what the client sent right after its handshake."""
+        stats.websocket_active += 1
+        stats.websocket_total += 1
+        try:
+            if early:
+                self.backend.sendall(early)
+                self.up += len(early)
+            down = gevent.spawn(self.pump, self.backend, self.client, False)
+            try:
+                self.pump(self.client, self.backend, True)
+                down.join()
+            finally:
+                down.kill()
+        except (OSError, ValueError):
+            self.end("error")
+        finally:
+            stats.websocket_active -= 1
+            entry.received += self.up
+            entry.sent += self.down
+            entry.ended = self.ended
+
+
 def shutdown(sock, how):
     """shutdown() of the TCP socket itself, also under TLS: ssl's own shutdown
     drops the TLS state, which would end the direction still flowing. The
@@ -85,27 +109,3 @@ def shutdown(sock, how):
         socket.socket.shutdown(sock, how)
     except (OSError, ValueError):
         pass
-
-
-def session(client, backend, early: bytes, idle_timeout, entry, stats):
-    """Relay until both directions have ended; fill the log entry."""
-    relay = Session(client, backend, idle_timeout)
-    stats.websocket_active += 1
-    stats.websocket_total += 1
-    try:
-        if early:
-            backend.sendall(early)
-            relay.up += len(early)
-        down = gevent.spawn(relay.pump, backend, client, False)
-        try:
-            relay.pump(client, backend, True)
-            down.join()
-        finally:
-            down.kill()
-    except OSError:
-        relay.end("error")
-    finally:
-        stats.websocket_active -= 1
-        entry.received += relay.up
-        entry.sent += relay.down
-        entry.ended = relay.ended

@@ -41,6 +41,7 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
                                  healthy_threshold=probe.healthy_threshold,
                                  unhealthy_threshold=probe.unhealthy_threshold)
                 found.label = "%s:%d" % (host if ":" not in host else "[%s]" % host, found.port)
+            found.set_cookie_identity(pool.name, label)
         endpoints[key] = found
         return found
 

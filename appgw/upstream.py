@@ -4,6 +4,7 @@ An idle pooled connection that the backend closed meanwhile is found at
 checkout with a non-blocking peek (readable means FIN or stray bytes) and
 dropped, so most stale connections never carry a request.
 """
+import hashlib
 import socket
 import ssl
 import time
@@ -32,7 +33,7 @@ class Endpoint:
     count of requests in flight (least_connections) and the idle connections."""
 
     __slots__ = ("key", "label", "host", "port", "path", "tls", "server_hostname",
-                 "address_host", "connect_timeout", "health", "active", "idle")
+                 "address_host", "connect_timeout", "health", "active", "idle", "sessions", "cookie")
 
     def __init__(self, key, label, *, host="", port=0, path="", tls=None, connect_timeout=5.0,
                  healthy_threshold=1, unhealthy_threshold=3):
@@ -48,6 +49,13 @@ class Endpoint:
         self.health = HealthState(label, healthy_threshold, unhealthy_threshold)
         self.active = 0
         self.idle = []
+        self.sessions = set()   # open WebSocket relays, for draining a removed server
+        self.cookie = None      # affinity cookie value, set by the snapshot
+
+    def set_cookie_identity(self, pool_name, address):
+        """The affinity cookie names the server by a hash of pool and address
+        as written in the config: every appgw instance computes the same."""
+        self.cookie = hashlib.sha256(("%s|%s" % (pool_name, address)).encode()).hexdigest()[:20].encode()
 
     def connect(self):
         if self.path:
@@ -88,6 +96,10 @@ class Endpoint:
     def close_idle(self):
         while self.idle:
             self.idle.pop().close()
+
+    def abort_sessions(self, why):
+        for session in list(self.sessions):
+            session.abort(why)
 
     def connect_failed(self, exc):
         self.health.passive_failure(time.time(), connect_failure_reason(exc))
