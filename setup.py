@@ -33,6 +33,7 @@ setup(
             "websocket-client>=1.7",
             "websockets>=12",
             "hypothesis>=6",
+            "pyyaml>=6",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},
