@@ -20,6 +20,9 @@ CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:%s)*)\r\n" % _EXT)
 
 TOKEN_RE = re.compile(TOKEN.encode())
 
+# field-line = field-name ":" OWS field-value OWS, for trailer fields.
+FIELD_LINE = re.compile(rb"%s:[\t \x21-\x7e\x80-\xff]*\r\n" % TOKEN.encode())
+
 # Host = uri-host [ ":" port ]; uri-host is a reg-name, IPv4 or [IPv6] literal.
 HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]{0,5}))?")
 

@@ -112,7 +112,7 @@ class ChunkedDecoder:
                     self.rest = buf[pos:]
                     self._buf = b""
                     return out
-                elif b"\n" in line[:-2] or b"\r" in line[:-2] or b":" not in line:
+                elif grammar.FIELD_LINE.fullmatch(line) is None:
                     raise FramingError("malformed trailer field")
         self._buf = buf[pos:]
         return out

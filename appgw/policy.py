@@ -37,7 +37,10 @@ class Request:
 
 def _framing_error(exc: FramingError) -> ClientError:
     reason = str(exc)
-    if "Transfer-Encoding" in reason and "Content-Length" not in reason and "invalid `" in reason:
+    # llhttp refuses a coding list it cannot frame ("chunked, identity",
+    # "gzip"): a coding the gateway does not implement, so 501; an empty or
+    # conflicting header is plain malformed input.
+    if "Transfer-Encoding" in reason and "Content-Length" not in reason and "Empty" not in reason:
         return ClientError(501, "unsupported transfer coding")
     return ClientError(400, "malformed request: " + reason)
 
@@ -50,6 +53,8 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
     method, target, minor = line.group(1), line.group(2), int(line.group(3))
     if method == b"CONNECT":
         raise ClientError(405, "CONNECT is not supported")
+    if method == b"PRI":
+        raise ClientError(400, "HTTP/2 connection preface on an HTTP/1 listener")
     try:
         _, headers = parse_head(head)
     except FramingError as exc:
@@ -102,8 +107,10 @@ def _set_target(req, target, hosts):
         # Absolute form: its authority replaces Host (RFC 9112 3.2.2). It is
         # routed like any request; the gateway never dials what it names.
         rest = target.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        authority, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority, target = rest[:end], rest[end:]
+        if not target.startswith(b"/"):
+            target = b"/" + target
         if b"@" in authority:
             raise ClientError(400, "userinfo in request target")
         host = authority
@@ -185,7 +192,8 @@ def cookie_value(headers, name: bytes):
 class Response:
     """A backend's answer head: status, framing and the headers to pass on."""
 
-    __slots__ = ("minor", "status", "headers", "framing", "content_length", "keep_alive", "reason", "bodiless")
+    __slots__ = ("minor", "status", "headers", "framing", "content_length", "keep_alive", "reason", "bodiless",
+                 "drop", "codings")
     # content_length: the backend's Content-Length, or None when it sent none.
     # For HEAD and 304 it describes the entity, not this message, and is kept.
 
@@ -208,6 +216,9 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
         elif lname == b"connection":
             connection += header_tokens(value)
     resp.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
+    resp.drop = HOP_BY_HOP.union(connection)
+    # Codings other than chunked are not undone: they go on to the client.
+    resp.codings = [c for c in codings if c != b"chunked"]
     resp.content_length = None
     if lengths:
         if len(set(lengths)) > 1 or grammar.DIGITS.fullmatch(lengths[0]) is None or len(lengths[0]) > 18:
@@ -231,7 +242,7 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
 def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: int, extra=()) -> bytes:
     """The head sent to the client: the backend's headers less hop-by-hop ones,
     with framing and Connection set for this client connection."""
-    drop = HOP_BY_HOP
+    drop = resp.drop
     lines = [b"HTTP/1.%d %d %s" % (client_minor, resp.status, resp.reason)]
     for name, value in resp.headers:
         lname = name.lower()
@@ -239,7 +250,7 @@ def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: in
             continue
         lines.append(name + b": " + value)
     if framing == CHUNKED:
-        lines.append(b"Transfer-Encoding: chunked")
+        lines.append(b"Transfer-Encoding: " + b", ".join(resp.codings + [b"chunked"]))
     elif resp.content_length is not None and resp.status != 204:
         lines.append(b"Content-Length: %d" % resp.content_length)
     elif framing == NONE and not resp.bodiless:

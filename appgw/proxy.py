@@ -378,6 +378,8 @@ class Connection:
         framing = resp.framing
         if framing in (CHUNKED, UNTIL_CLOSE):
             framing = CHUNKED if req.minor == 1 else UNTIL_CLOSE
+        if framing == UNTIL_CLOSE and resp.codings:
+            raise BackendError(502, "transfer coding an HTTP/1.0 client cannot receive")
         keep = req.keep_alive and framing != UNTIL_CLOSE and not self.runtime.stopping
         head = client_head(resp, framing, keep, req.minor, (self.set_cookie,) if self.set_cookie else ())
         entry.status = resp.status

@@ -25,9 +25,11 @@ class Redirector:
 
     def location(self, host: bytes, path: bytes, query: bytes) -> bytes:
         if self.url is not None:
-            location = self.url.encode()
+            location, _, url_query = self.url.encode().partition(b"?")
             if self.include_path:
                 location = location.rstrip(b"/") + path
+            if url_query:
+                location += b"?" + url_query
         else:
             location = b"%s://%s%s%s" % (self.scheme.encode(), host_name(host), self.port_suffix.encode(),
                                          path if self.include_path else b"/")
