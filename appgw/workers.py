@@ -87,12 +87,21 @@ class Master:
             log.error("reload refused: %s is invalid; the running configuration stays", self.config.path)
             return
         self.config = config
+        # A removed bind must stop accepting: the master's copy of its socket
+        # would keep it listening after every worker closed its own.
+        binds = {(l.host, l.port) for l in config.listeners}
+        for bind in list(self.sockets):
+            if bind not in binds:
+                self.sockets.pop(bind).close()
         self._signal_all(signal.SIGHUP)
 
     def stop(self, sig):
         if self.stopping and sig == signal.SIGTERM:
             sig = signal.SIGQUIT      # a second SIGTERM stops at once
         self.stopping = True
+        for sock in self.sockets.values():
+            sock.close()     # stop accepting at once, as the workers do
+        self.sockets = {}
         self._signal_all(sig)
 
     def _signal_all(self, sig):
