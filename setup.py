@@ -31,7 +31,7 @@ setup(
         "test": [
             "pytest>=8",
             "websocket-client>=1.7",
-            "websockets>=12",
+            "websockets>=15",
             "hypothesis>=6",
             "pyyaml>=6",
         ],

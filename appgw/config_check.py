@@ -279,8 +279,17 @@ def check_server(value: str) -> Optional[str]:
 
 
 def check_app(value: str) -> Optional[str]:
+    """The spec's form, then the import itself: an app that cannot be
+    imported is a config problem like any other, reported with the rest."""
     if value and not _APP_RE.fullmatch(value):
         return f'must be "package.module:callable", got {quote(value)}'
+    if value:
+        from appgw.apps import AppImportError, import_app
+
+        try:
+            import_app(value)
+        except AppImportError as err:
+            return str(err)
     return None
 
 

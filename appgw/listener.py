@@ -66,6 +66,9 @@ def server_context(listener) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(listener.certificate, listener.private_key)
     ctx.set_alpn_protocols(["http/1.1"])
+    # A peer ending its direction with a bare FIN (no close_notify) is a
+    # half-close to relay, not a fatal TLS error.
+    ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
     return ctx
 
 
@@ -113,9 +116,10 @@ class BindServer:
         conn = None
         try:
             if self.tls is not None:
-                sock = self.handshake(sock, runtime.config.gateway.client_header_timeout)
-                if sock is None:
+                tls = self.handshake(sock, runtime.config.gateway.client_header_timeout)
+                if tls is None:
                     return
+                sock = tls
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, address[0] if isinstance(address, tuple) else "unix", site, runtime)

@@ -212,7 +212,7 @@ class Connection:
                 raise BackendError(502, reason)
             try:
                 sock, reused = endpoint.checkout()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: ssl refusing its arguments
                 endpoint.connect_failed(exc)
                 tried.append(endpoint)
                 continue

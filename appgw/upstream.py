@@ -22,6 +22,7 @@ MAX_IDLE = 256
 def tls_client_context(verify: bool, trusted_root: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=trusted_root or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF   # a bare FIN is a half-close (WebSocket)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -41,7 +42,9 @@ class Endpoint:
         self.label = label            # shown in logs and /backend-health
         self.host, self.port, self.path = host, port, path
         self.tls = tls
-        self.server_hostname = host if tls is not None and host and not _is_ip(host) else None
+        # Also for an IP address: ssl then sends no SNI but checks the
+        # certificate's IP subjectAltName.
+        self.server_hostname = host if tls is not None and host else None
         # Host header for pick_host_name_from_backend.
         self.address_host = (host if ":" not in host else "[%s]" % host) + ("" if port in (80, 443) else ":%d" % port) \
             if host else "localhost"
@@ -128,10 +131,3 @@ def _still_open(sock) -> bool:
         return False
     return not readable
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    except OSError:
-        return False

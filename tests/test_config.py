@@ -132,7 +132,7 @@ load_balancing = "least_connections"
 
 [[backend_pools]]
 name = "local"
-app = "mypkg.wsgi:application"
+app = "appgw.demo:app"
 
 [[backend_settings]]
 name = "s"
@@ -179,7 +179,7 @@ backend_settings = "s"
         ("tcp", "10.0.0.4", None, ""), ("tcp", "10.0.0.5", 8081, ""),
         ("tcp", "app.internal", None, ""), ("tcp", "fe80::1", 81, ""),
         ("unix", "", None, "/run/app.sock")]
-    assert config.pool_by_name["local"].app == "mypkg.wsgi:application"
+    assert config.pool_by_name["local"].app == "appgw.demo:app"
     settings = config.settings("s")
     assert (settings.port, settings.websocket_timeout, settings.verify_tls) == (443, 3600, False)
     probe = config.probe("p")
@@ -748,9 +748,9 @@ def test_pools_are_checked(pool, problem):
 
 
 def test_pool_with_only_an_app():
-    text = LISTENER + RULE + '[[backend_pools]]\nname = "app"\napp = "legacy.site.wsgi:application"\n'
+    text = LISTENER + RULE + '[[backend_pools]]\nname = "app"\napp = "appgw.demo:app"\n'
     pool = parse(text).backend_pools[0]
-    assert pool.servers == () and pool.app == "legacy.site.wsgi:application"
+    assert pool.servers == () and pool.app == "appgw.demo:app"
 
 
 # --- backend settings ------------------------------------------------------------------
@@ -917,10 +917,10 @@ redirect = { listener = "https" }
 
 
 def test_summary_marks_unused_pools_and_apps():
-    text = BASE + '[[backend_pools]]\nname = "spare"\napp = "pkg.mod:app"\n'
+    text = BASE + '[[backend_pools]]\nname = "spare"\napp = "appgw.demo:app"\n'
     summary = summarize(parse(text))
     assert 'pool "spare"  round_robin  (not used by any rule)' in summary
-    assert "    servers: app:pkg.mod:app" in summary
+    assert "    servers: app:appgw.demo:app" in summary
 
 
 def test_repository_sample_passes_if_present():
@@ -929,3 +929,13 @@ def test_repository_sample_passes_if_present():
         pytest.skip("no appgw.toml sample yet")
     summary = summarize(load_config(sample))
     assert len(summary.splitlines()) <= 30
+
+
+def test_app_that_cannot_be_imported_is_a_problem_with_the_others():
+    text = (LISTENER + RULE + '[[backend_pools]]\nname = "app"\napp = "no_such_module_xyz:app"\n'
+            '[gateway]\nworkers = 0\n')
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    problems = err.value.problems
+    assert any(p.startswith("appgw.toml: backend_pools[0].app: cannot import 'no_such_module_xyz'") for p in problems)
+    assert any(p.startswith("appgw.toml: gateway.workers:") for p in problems)
