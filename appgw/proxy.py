@@ -10,7 +10,7 @@ import time
 
 from gevent import GreenletExit
 
-from . import relay
+from . import relay, sockio
 from .accesslog import Entry
 from .errors import BackendError, ClientError
 from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk
@@ -100,7 +100,9 @@ class Connection:
                     return self.refuse(ClientError(408, "request head not received in time"))
             self.sock.settimeout(timeout)
             try:
-                data = self.sock.recv(RECV)
+                # After an answer the next request is rarely there yet: wait first.
+                data = sockio.recv_after_wait(self.sock, RECV) if self.served and not buf \
+                    else sockio.recv(self.sock, RECV)
             except socket.timeout:
                 if buf:
                     return self.refuse(ClientError(408, "request head not received in time"))
@@ -181,7 +183,7 @@ class Connection:
 
     def send(self, data, entry):
         try:
-            self.sock.sendall(data)
+            sockio.sendall(self.sock, data)
         except OSError as exc:
             raise ClientGone() from exc
         entry.sent += len(data)
@@ -320,7 +322,7 @@ class Connection:
     def from_client(self, size):
         self.sock.settimeout(self.gateway.client_idle_timeout)
         try:
-            data = self.sock.recv(size)
+            data = sockio.recv(self.sock, size)
         except socket.timeout:
             raise ClientError(408, "request body not received in time") from None
         except OSError as exc:
@@ -332,7 +334,7 @@ class Connection:
     @staticmethod
     def to_backend(upstream, data):
         try:
-            upstream.sendall(data)
+            sockio.sendall(upstream, data)
         except socket.timeout:
             raise BackendError(504, "backend did not accept the request in time") from None
         except OSError as exc:
@@ -363,7 +365,7 @@ class Connection:
             if len(buf) > MAX_RESPONSE_HEAD:
                 raise BackendError(502, "response head from backend too large")
             try:
-                data = upstream.recv(RECV)
+                data = sockio.recv_after_wait(upstream, RECV) if not buf else sockio.recv(upstream, RECV)
             except socket.timeout:
                 raise BackendError(504, "backend did not answer within %gs" % upstream.gettimeout()) from None
             except OSError as exc:
@@ -397,7 +399,7 @@ class Connection:
     def from_backend(self, upstream):
         """A piece of response body; a failure now can only close the client."""
         try:
-            data = upstream.recv(RECV)
+            data = sockio.recv(upstream, RECV)
         except OSError:
             data = b""
         if not data:
@@ -445,7 +447,7 @@ class Connection:
         self.send(head + (chunk(rest) if rest and framing == CHUNKED else rest), entry)
         while True:
             try:
-                data = upstream.recv(RECV)
+                data = sockio.recv(upstream, RECV)
             except OSError:
                 raise ClientGone() from None
             if not data:

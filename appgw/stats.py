@@ -2,6 +2,7 @@
 
 The admin endpoint turns them into Prometheus text when scraped, so a
 request costs a few integer additions, not a metrics library call."""
+import bisect
 import collections
 
 # Upper bounds of the backend response-time histogram, in seconds.
@@ -17,12 +18,7 @@ class Histogram:
         self.count = 0
 
     def observe(self, seconds):
-        i = 0
-        for bound in BUCKETS:
-            if seconds <= bound:
-                break
-            i += 1
-        self.counts[i] += 1
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
         self.count += 1
 
@@ -39,9 +35,11 @@ class Stats:
         self.probes = collections.Counter()            # (pool, "ok"|"fail") -> n
 
     def request(self, listener, rule, status, received, sent):
-        self.requests[(listener, rule, "%dxx" % (status // 100))] += 1
+        self.requests[(listener, rule, _CLASSES[status // 100])] += 1
         self.bytes_received += received
         self.bytes_sent += sent
 
+
+_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx") + ("5xx",) * 5
 
 STATS = Stats()

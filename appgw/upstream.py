@@ -123,7 +123,14 @@ def connect_failure_reason(exc) -> str:
 def _still_open(sock) -> bool:
     # An idle keep-alive connection has nothing to say: readable means the
     # server sent FIN (or stray bytes, or a TLS close_notify), so drop it.
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+    if type(sock) is socket.socket:
+        try:
+            return not sock._sock.recv(1, socket.MSG_PEEK)   # b"": FIN; data: stray bytes
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+    if sock.pending():
         return False
     try:
         readable, _, _ = _real_select([sock.fileno()], [], [], 0)

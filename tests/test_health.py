@@ -1,0 +1,168 @@
+"""Health states and probe matching, without a network (SPEC 6)."""
+import logging
+import socket
+import ssl
+
+import pytest
+import requests
+import urllib3
+
+from appgw.config import Probe, parse_config
+from appgw.health import HEALTHY, UNHEALTHY, UNKNOWN, HealthState, ProbeResult
+from appgw.prober import failure_reason, format_ranges
+
+OK = ProbeResult(0, True, 200, "status 200")
+FAIL = ProbeResult(0, False, 500, "status 500 not in 200-399")
+
+
+def states(health, results):
+    seen = []
+    for result in results:
+        health.record(result)
+        seen.append(health.state)
+    return seen
+
+
+def test_unknown_until_the_first_answer_which_decides_at_once():
+    assert HealthState("a").state == UNKNOWN
+    assert states(HealthState("a", healthy_threshold=3), [OK]) == [HEALTHY]
+    # A server that fails its first probe never proved it can serve.
+    assert states(HealthState("a", unhealthy_threshold=3), [FAIL]) == [UNHEALTHY]
+
+
+def test_unhealthy_after_threshold_consecutive_failures():
+    health = HealthState("a", unhealthy_threshold=3)
+    assert states(health, [OK, FAIL, FAIL, OK, FAIL, FAIL, FAIL, FAIL]) == \
+        [HEALTHY, HEALTHY, HEALTHY, HEALTHY, HEALTHY, HEALTHY, UNHEALTHY, UNHEALTHY]
+
+
+def test_healthy_again_after_threshold_consecutive_successes():
+    health = HealthState("a", healthy_threshold=2, unhealthy_threshold=1)
+    assert states(health, [OK, FAIL, OK, FAIL, OK, OK, OK]) == \
+        [HEALTHY, UNHEALTHY, UNHEALTHY, UNHEALTHY, UNHEALTHY, HEALTHY, HEALTHY]
+
+
+def test_thresholds_below_one_act_as_one():
+    health = HealthState("a", healthy_threshold=0, unhealthy_threshold=0)
+    assert states(health, [OK, FAIL, OK]) == [HEALTHY, UNHEALTHY, HEALTHY]
+
+
+def test_each_change_is_logged_once_with_its_reason(caplog):
+    health = HealthState("10.0.0.4:80 (pool app)", unhealthy_threshold=2)
+    with caplog.at_level(logging.INFO, logger="appgw.health"):
+        states(health, [OK, OK, FAIL, FAIL, FAIL, FAIL, OK, OK])
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("INFO", "server 10.0.0.4:80 (pool app) is now Healthy (was Unknown): status 200"),
+        ("WARNING", "server 10.0.0.4:80 (pool app) is now Unhealthy (was Healthy): status 500 not in 200-399"),
+        ("INFO", "server 10.0.0.4:80 (pool app) is now Healthy (was Unhealthy): status 200"),
+    ]
+    assert health.reason == "status 200"
+
+
+def test_last_keeps_the_last_probe():
+    health = HealthState("a")
+    assert health.last is None
+    health.record(OK)
+    health.record(FAIL)
+    assert health.last is FAIL
+
+
+def test_passive_failure_counts_toward_the_threshold_but_is_not_a_probe():
+    health = HealthState("a", unhealthy_threshold=2)
+    health.record(OK)
+    health.passive_failure(1.0, "connection refused")
+    assert health.state == HEALTHY
+    health.passive_failure(2.0, "connection refused")
+    assert health.state == UNHEALTHY
+    assert health.reason == "connection refused (while proxying)"
+    assert health.last is OK
+
+
+def test_a_success_breaks_a_run_of_passive_failures():
+    health = HealthState("a", unhealthy_threshold=2)
+    health.record(OK)
+    health.passive_failure(1.0, "connection refused")
+    health.record(OK)
+    health.passive_failure(2.0, "connection refused")
+    assert health.state == HEALTHY
+
+
+# --- match_status ----------------------------------------------------------------
+
+def test_default_probe_matches_200_to_399():
+    probe = Probe(name="")
+    assert [probe.status_matches(s) for s in (199, 200, 301, 399, 400, 500)] == \
+        [False, True, True, True, False, False]
+
+
+MINIMAL = """
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:8080"
+[[backend_pools]]
+name = "app"
+servers = ["127.0.0.1"]
+[[rules]]
+name = "main"
+listener = "http"
+backend_pool = "app"
+"""
+
+
+def test_match_status_codes_and_ranges_from_the_config():
+    config = parse_config(MINIMAL + """
+[[probes]]
+name = "p"
+match_status = ["200", "204-206", "418"]
+""")
+    probe = config.probe("p")
+    assert [s for s in (200, 201, 204, 205, 206, 207, 418, 500) if probe.status_matches(s)] == \
+        [200, 204, 205, 206, 418]
+    assert format_ranges(probe.match_status) == "200,204-206,418"
+
+
+def test_default_probe_values():
+    probe = parse_config(MINIMAL).probe("")
+    assert (probe.path, probe.interval, probe.timeout, probe.unhealthy_threshold,
+            probe.healthy_threshold, format_ranges(probe.match_status)) == ("/", 30, 30, 3, 1, "200-399")
+
+
+# --- failure reasons -------------------------------------------------------------
+
+def _wrapped(inner):
+    """An exception as requests raises it around a connect failure."""
+    try:
+        try:
+            raise inner
+        except OSError as exc:
+            raise urllib3.exceptions.NewConnectionError(None, "failed") from exc
+    except urllib3.exceptions.NewConnectionError as exc:
+        return requests.exceptions.ConnectionError(exc)
+
+
+def _ssl_error():
+    """A real ssl.SSLError: a TLS client handshake against a plain-text answer."""
+    incoming = ssl.MemoryBIO()
+    client = ssl.create_default_context().wrap_bio(incoming, ssl.MemoryBIO(), server_hostname="x")
+    for _ in range(3):
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            incoming.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        except ssl.SSLError as exc:
+            return exc
+    raise AssertionError("no TLS error")
+
+
+@pytest.mark.parametrize("exc, reason", [
+    (_wrapped(ConnectionRefusedError(111, "Connection refused")), "connection refused"),
+    (_wrapped(socket.gaierror(-2, "Name or service not known")), "cannot resolve: Name or service not known"),
+    (requests.exceptions.ReadTimeout("read timed out"), "timeout"),
+    (_wrapped(TimeoutError("timed out")), "timeout"),
+    (requests.exceptions.SSLError(_ssl_error()), "TLS error: wrong version number"),
+    (_wrapped(FileNotFoundError(2, "No such file or directory")), "no such socket"),
+    (_wrapped(OSError(113, "No route to host")), "connection failed: no route to host"),
+])
+def test_failure_reasons(exc, reason):
+    assert failure_reason(exc) == reason
