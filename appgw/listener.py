@@ -86,6 +86,14 @@ class TLSContexts:
         ssl_object.context = self.by_listener[routes.listener.name]
 
 
+class _Server(StreamServer):
+    """The connection handler closes its own socket: after a WebSocket
+    upgrade the relay owns it and outlives the handler's greenlet."""
+
+    def do_close(self, *args):
+        pass
+
+
 class BindServer:
     """One bind address: accepts, wraps TLS, hands each connection to the proxy."""
 
@@ -93,7 +101,7 @@ class BindServer:
         self.bind = bind
         self.runtime = runtime
         self.tls = None
-        self.server = StreamServer(sock, self.handle, spawn=Pool(runtime.config.gateway.max_connections))
+        self.server = _Server(sock, self.handle, spawn=Pool(runtime.config.gateway.max_connections))
 
     def set_site(self, site):
         self.tls = TLSContexts(site) if site.protocol == "https" else None
@@ -127,8 +135,9 @@ class BindServer:
             conn.serve()
         finally:
             runtime.connections.discard(conn)
-            runtime.stats.connections_active[listener] -= 1
-            sock.close()
+            if conn is None or not conn.handed_over:
+                runtime.stats.connections_active[listener] -= 1
+                sock.close()
 
     def handshake(self, sock, timeout):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -5,6 +5,7 @@ send the head and stream the body -> read the answer and stream it back ->
 keep-alive loop. One greenlet does the whole exchange, so a request costs no
 greenlet switches beyond the waits for I/O. After a 101 the relay takes over.
 """
+import functools
 import socket
 import time
 
@@ -41,7 +42,7 @@ class Connection:
     """State of one client connection across its requests."""
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served",
-                 "response_started", "waiting", "set_cookie")
+                 "response_started", "waiting", "set_cookie", "handed_over")
 
     def __init__(self, sock, client_ip, site, runtime):
         self.sock = sock
@@ -52,6 +53,7 @@ class Connection:
         self.buf = b""
         self.served = 0
         self.waiting = False   # idle between requests: a graceful stop may close it
+        self.handed_over = False  # a WebSocket relay owns the socket now
 
     def close(self):
         """Shut the client socket down; whatever greenlet waits on it wakes."""
@@ -423,11 +425,12 @@ class Connection:
     def relay_chunked(self, head, rest, framing, upstream, entry):
         decoder = ChunkedDecoder()
         pending, data = head, rest
-        self.response_started = True
         while True:
             try:
                 pieces = decoder.feed(data)
-            except FramingError:
+            except FramingError as exc:
+                if not self.response_started:   # nothing sent yet: a clean 502
+                    raise BackendError(502, "invalid chunked body from backend: %s" % exc) from None
                 raise ClientGone() from None
             if pieces:
                 if framing == CHUNKED:
@@ -435,9 +438,11 @@ class Connection:
                 else:
                     pending += b"".join(pieces)
             if decoder.done:
+                self.response_started = True
                 self.send(pending + LAST_CHUNK if framing == CHUNKED else pending, entry)
                 return not decoder.rest
             if pending:
+                self.response_started = True
                 self.send(pending, entry)
                 pending = b""
             data = self.from_backend(upstream)
@@ -477,16 +482,39 @@ class Connection:
             self.send(head + rest, entry)
             early, self.buf = self.buf, b""
             session = relay.Session(self.sock, upstream, settings.websocket_timeout)
-            endpoint.sessions.add(session)
-            try:
-                session.run(early, entry, self.runtime.stats)
-            finally:
-                endpoint.sessions.discard(session)
-            self.log(entry)
+            self.hand_over(session, endpoint, entry, early)
+            upstream = endpoint = None   # the session owns them now
             return False
         finally:
-            endpoint.active -= 1
-            upstream.close()
+            if endpoint is not None:
+                endpoint.active -= 1
+                upstream.close()
+
+    def hand_over(self, session, endpoint, entry, early):
+        """HTTP is over: the relay owns both sockets from here, and this
+        connection's greenlet ends (an idle session holds none)."""
+        runtime = self.runtime
+        self.handed_over = True
+        endpoint.sessions.add(session)
+        runtime.sessions.add(session)
+        runtime.stats.websocket_active += 1
+        runtime.stats.websocket_total += 1
+        session.start(early, functools.partial(_session_ended, runtime, endpoint, entry))
+
+
+def _session_ended(runtime, endpoint, entry, session):
+    endpoint.sessions.discard(session)
+    runtime.sessions.discard(session)
+    endpoint.active -= 1
+    stats = runtime.stats
+    stats.websocket_active -= 1
+    stats.connections_active[entry.listener] -= 1
+    entry.received += session.up
+    entry.sent += session.down
+    entry.ended = session.ended
+    stats.request(entry.listener, entry.rule, entry.status, entry.received, entry.sent)
+    if runtime.access_log.enabled:
+        runtime.access_log.write(entry)
 
 
 _REDIRECT_REASONS = {301: b"Moved Permanently", 302: b"Found", 303: b"See Other",

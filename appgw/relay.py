@@ -1,104 +1,196 @@
-"""The WebSocket byte relay: after a 101, two greenlets copy bytes both ways.
+"""The WebSocket byte relay: after a 101, bytes are copied both ways, unchanged.
 
-Each direction is `recv` then `sendall`, so a slow reader slows its writer
-(backpressure, no queue). EOF in one direction is passed on as
-shutdown(SHUT_WR) and the other keeps flowing (half-close); an error closes
-both. One shared last-activity clock makes the idle timeout: a recv that
-times out checks whether the other direction was busy meanwhile. No buffer
-is held while a session is idle: recv allocates only when bytes arrive.
+A direction with nothing to read holds no greenlet: it is parked on its
+socket's read watcher. When bytes arrive the watcher wakes a greenlet that
+copies `recv` -> `sendall` until the socket has nothing more, then parks the
+direction again and ends. So a busy session has a pair of greenlets, one per
+direction, and an idle one has none and no buffer: thousands of idle
+sessions cost a few KiB each. `sendall` blocks while the reader on the other
+side is slow, so a slow reader slows its writer (backpressure, no queue).
+
+EOF in one direction is passed on as shutdown(SHUT_WR) and the other keeps
+flowing (half-close); an error closes both. One last-activity clock per
+session and one timer make the idle timeout.
 """
 import socket
+import ssl
 import time
 
 import gevent
-from gevent import GreenletExit
+from gevent import get_hub
 
 RECV = 65536
+_PLAIN = socket.socket  # gevent's class once monkey patching has run
 
 
 class Session:
-    __slots__ = ("client", "backend", "idle_timeout", "last", "ended", "up", "down")
+    """One relayed WebSocket connection; it owns both sockets once started."""
+
+    __slots__ = ("client", "backend", "idle_timeout", "last", "ended", "up", "down",
+                 "open_directions", "pumps", "timer", "on_end", "finished")
 
     def __init__(self, client, backend, idle_timeout):
         self.client, self.backend = client, backend
         self.idle_timeout = idle_timeout
         self.last = time.monotonic()
-        self.ended = ""      # how the session ended: the first cause wins
+        self.ended = ""          # how the session ended: the first cause wins
         self.up = self.down = 0  # bytes client->backend, backend->client
+        self.open_directions = 2
+        self.pumps = 0           # greenlets copying right now
+        self.timer = None
+        self.on_end = None
+        self.finished = False
+
+    def start(self, early: bytes, on_end):
+        """Relay from now on; `early` is what the client sent right after its
+        handshake. `on_end(session)` runs once both directions are over."""
+        self.on_end = on_end
+        for sock in (self.client, self.backend):
+            sock.settimeout(self.idle_timeout)   # bounds a blocked sendall
+        self._arm_timer(self.idle_timeout)
+        if early:
+            self.pumps += 1
+            gevent.spawn_raw(self._send_early, early)
+        else:
+            self._park(True)
+        self._park(False)
+
+    def _send_early(self, early):
+        try:
+            _sendall(self.backend, early)
+            self.up += len(early)
+        except (OSError, ValueError):
+            self.abort("error")
+        self.pumps -= 1
+        self._pump(True)
+
+    # -- directions ------------------------------------------------------------
+
+    def _park(self, upstream: bool):
+        """No greenlet waits: the read watcher calls back when bytes arrive."""
+        src = self.client if upstream else self.backend
+        if type(src) is not _PLAIN and src._sslobj is not None and src._sslobj.pending():
+            # Decrypted bytes already wait inside TLS: the socket will not
+            # become readable for them.
+            gevent.spawn_raw(self._pump, upstream)
+            return
+        try:
+            src._read_event.start(self._wake, upstream)
+        except (OSError, ValueError, AttributeError):
+            self._direction_over(upstream, None)
+
+    def _wake(self, upstream):
+        (self.client if upstream else self.backend)._read_event.stop()
+        gevent.spawn_raw(self._pump, upstream)
+
+    def _pump(self, upstream: bool):
+        """Copy src -> dst until src has nothing more, then park again."""
+        src, dst = (self.client, self.backend) if upstream else (self.backend, self.client)
+        self.pumps += 1
+        try:
+            while not self.finished:
+                data = _read_now(src)
+                if data is None:
+                    self._park(upstream)
+                    return
+                if not data:
+                    self.end("client close" if upstream else "backend close")
+                    self._direction_over(upstream, dst)
+                    return
+                self.last = time.monotonic()
+                _sendall(dst, data)
+                if upstream:
+                    self.up += len(data)
+                else:
+                    self.down += len(data)
+        except socket.timeout:
+            self.abort("idle timeout")    # the reader on the other side stopped reading
+        except (OSError, ValueError):      # ValueError: a TLS socket closed under us
+            self.abort("error")
+        finally:
+            self.pumps -= 1
+            self._maybe_finish()
+
+    def _direction_over(self, upstream, dst):
+        self.open_directions -= 1
+        if dst is not None and self.open_directions:
+            shutdown(dst, socket.SHUT_WR)
+        self._maybe_finish()
+
+    # -- ending ----------------------------------------------------------------
 
     def end(self, why):
         if not self.ended:
             self.ended = why
 
     def abort(self, why):
-        """Close both directions at once: blocked recvs return EOF."""
+        """Close both directions now: blocked sendalls fail, parked ones end."""
+        if self.finished:
+            return
         self.end(why)
-        shutdown(self.client, socket.SHUT_RDWR)
-        shutdown(self.backend, socket.SHUT_RDWR)
+        self.open_directions = 0
+        for sock in (self.client, self.backend):
+            _stop_watching(sock)
+            shutdown(sock, socket.SHUT_RDWR)
+        self._maybe_finish()
 
-    def pump(self, src, dst, upstream: bool):
-        """Copy src -> dst until src ends; pass its end on to dst."""
-        idle = self.idle_timeout
-        src.settimeout(idle)
-        dst.settimeout(idle)
-        while True:
-            try:
-                data = src.recv(RECV)
-            except socket.timeout:
-                quiet = time.monotonic() - self.last
-                if quiet >= idle:
-                    self.abort("idle timeout")
-                    return
-                src.settimeout(idle - quiet)
-                continue
-            except (OSError, ValueError):  # ValueError: a TLS socket closed under us
-                self.abort("error")
-                return
-            except GreenletExit:
-                self.abort("stopped")
-                return
-            if not data:
-                self.end("client close" if upstream else "backend close")
-                shutdown(dst, socket.SHUT_WR)
-                return
-            self.last = time.monotonic()
-            try:
-                dst.sendall(data)
-            except socket.timeout:
-                self.abort("idle timeout")
-                return
-            except (OSError, ValueError):
-                self.abort("error")
-                return
-            if upstream:
-                self.up += len(data)
-            else:
-                self.down += len(data)
-            src.settimeout(idle)
+    def _arm_timer(self, seconds):
+        self.timer = get_hub().loop.timer(max(seconds, 0.001))
+        self.timer.start(self._idle_check)
+
+    def _idle_check(self):
+        quiet = time.monotonic() - self.last
+        if quiet >= self.idle_timeout:
+            self.abort("idle timeout")
+        elif not self.finished:
+            self._arm_timer(self.idle_timeout - quiet)
+
+    def _maybe_finish(self):
+        if self.finished or self.open_directions or self.pumps:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.stop()
+            self.timer = None
+        for sock in (self.client, self.backend):
+            _stop_watching(sock)
+            sock.close()
+        if self.on_end is not None:
+            self.on_end(self)
 
 
-    def run(self, early: bytes, entry, stats):
-        """Relay until both directions have ended; fill the log entry.
-        `early` is what the client sent right after its handshake."""
-        stats.websocket_active += 1
-        stats.websocket_total += 1
+def _read_now(sock):
+    """Bytes available now, b"" at the end of the stream, None when nothing is there."""
+    if type(sock) is _PLAIN:
         try:
-            if early:
-                self.backend.sendall(early)
-                self.up += len(early)
-            down = gevent.spawn(self.pump, self.backend, self.client, False)
-            try:
-                self.pump(self.client, self.backend, True)
-                down.join()
-            finally:
-                down.kill()
-        except (OSError, ValueError):
-            self.end("error")
-        finally:
-            stats.websocket_active -= 1
-            entry.received += self.up
-            entry.sent += self.down
-            entry.ended = self.ended
+            return sock._sock.recv(RECV)
+        except BlockingIOError:
+            return None
+    try:
+        return sock._sslobj.read(RECV)
+    except ssl.SSLWantReadError:
+        return None
+    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        return b""
+
+
+def _sendall(sock, data):
+    if type(sock) is _PLAIN:
+        try:
+            sent = sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+    sock.sendall(data)
+
+
+def _stop_watching(sock):
+    try:
+        sock._read_event.stop()
+    except (AttributeError, ValueError, OSError):
+        pass
 
 
 def shutdown(sock, how):

@@ -36,7 +36,8 @@ class Runtime:
         self.apps = AppHost()
         self.servers = {}            # bind -> BindServer
         self.snapshot = None
-        self.connections = set()     # every open client Connection
+        self.connections = set()     # every client Connection served by a greenlet
+        self.sessions = set()        # every WebSocket relay (they outlive their Connection)
         self.probers = Probers()
         self.admin = AdminServer(self) if admin else None
         self.reuse_port = reuse_port
@@ -143,7 +144,8 @@ class Runtime:
             return
         self.stopping = True
         drain = self.config.gateway.drain_timeout
-        log.info("stopping: %d open connection(s), up to %gs to drain", len(self.connections), drain)
+        log.info("stopping: %d open connection(s), up to %gs to drain",
+                 len(self.connections) + len(self.sessions), drain)
         for server in self.servers.values():
             server.stop_accepting()
         self.probers.stop()
@@ -151,12 +153,12 @@ class Runtime:
             if conn.waiting:
                 conn.close()
         deadline = time.monotonic() + drain
-        while self.connections and time.monotonic() < deadline:
+        while (self.connections or self.sessions) and time.monotonic() < deadline:
             gevent.sleep(0.05)
-        if self.connections:
-            log.info("closing %d connection(s) still open after %gs", len(self.connections), drain)
-            for conn in list(self.connections):
-                conn.close()
+        if self.connections or self.sessions:
+            log.info("closing %d connection(s) still open after %gs",
+                     len(self.connections) + len(self.sessions), drain)
+            self._close_all("stopped")
             gevent.sleep(0.05)
         self._finish()
         log.info("stopped")
@@ -165,9 +167,14 @@ class Runtime:
         """Stop at once (SIGQUIT, second SIGTERM)."""
         self.stopping = True
         log.info("stopping at once")
+        self._close_all("stopped")
+        self._finish()
+
+    def _close_all(self, why):
         for conn in list(self.connections):
             conn.close()
-        self._finish()
+        for session in list(self.sessions):
+            session.abort(why)
 
     def _finish(self):
         if self.admin is not None:
