@@ -19,6 +19,8 @@ import time
 import gevent
 from gevent import get_hub
 
+from . import sockio
+
 RECV = 65536
 _PLAIN = socket.socket  # gevent's class once monkey patching has run
 
@@ -57,7 +59,7 @@ class Session:
 
     def _send_early(self, early):
         try:
-            _sendall(self.backend, early)
+            sockio.sendall(self.backend, early)
             self.up += len(early)
         except (OSError, ValueError):
             self.abort("error")
@@ -98,7 +100,7 @@ class Session:
                     self._direction_over(upstream, dst)
                     return
                 self.last = time.monotonic()
-                _sendall(dst, data)
+                sockio.sendall(dst, data)
                 if upstream:
                     self.up += len(data)
                 else:
@@ -172,18 +174,6 @@ def _read_now(sock):
         return None
     except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
         return b""
-
-
-def _sendall(sock, data):
-    if type(sock) is _PLAIN:
-        try:
-            sent = sock._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = memoryview(data)[sent:]
-    sock.sendall(data)
 
 
 def _stop_watching(sock):
