@@ -42,7 +42,7 @@ class Connection:
     """State of one client connection across its requests."""
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served",
-                 "response_started", "waiting", "set_cookie", "handed_over")
+                 "response_started", "waiting", "set_cookie", "handed_over", "timers")
 
     def __init__(self, sock, client_ip, site, runtime):
         self.sock = sock
@@ -54,6 +54,13 @@ class Connection:
         self.served = 0
         self.waiting = False   # idle between requests: a graceful stop may close it
         self.handed_over = False  # a WebSocket relay owns the socket now
+        self.timers = {}          # seconds -> sockio.Timer, reused across requests
+
+    def timer(self, seconds):
+        timer = self.timers.get(seconds)
+        if timer is None:
+            timer = self.timers[seconds] = sockio.Timer(seconds)
+        return timer
 
     def close(self):
         """Shut the client socket down; whatever greenlet waits on it wakes."""
@@ -100,11 +107,13 @@ class Connection:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     return self.refuse(ClientError(408, "request head not received in time"))
-            self.sock.settimeout(timeout)
             try:
-                # After an answer the next request is rarely there yet: wait first.
-                data = sockio.recv_after_wait(self.sock, RECV) if self.served and not buf \
-                    else sockio.recv(self.sock, RECV)
+                if self.served and not buf:
+                    # After an answer the next request is rarely there yet: wait first.
+                    data = sockio.recv_after_wait(self.sock, RECV, self.timer(timeout))
+                else:
+                    self.sock.settimeout(timeout)
+                    data = sockio.recv(self.sock, RECV)
             except socket.timeout:
                 if buf:
                     return self.refuse(ClientError(408, "request head not received in time"))
@@ -345,6 +354,7 @@ class Connection:
     def read_response_head(self, req, upstream, entry):
         """(Response, bytes after its head); interim 1xx answers are passed on
         to HTTP/1.1 clients (100 is ours to send, so it is dropped)."""
+        timeout = upstream.gettimeout()   # the settings' request_timeout
         buf = b""
         while True:
             end = buf.find(HEAD_END)
@@ -367,9 +377,10 @@ class Connection:
             if len(buf) > MAX_RESPONSE_HEAD:
                 raise BackendError(502, "response head from backend too large")
             try:
-                data = sockio.recv_after_wait(upstream, RECV) if not buf else sockio.recv(upstream, RECV)
+                data = sockio.recv_after_wait(upstream, RECV, self.timer(timeout)) if not buf \
+                    else sockio.recv(upstream, RECV)
             except socket.timeout:
-                raise BackendError(504, "backend did not answer within %gs" % upstream.gettimeout()) from None
+                raise BackendError(504, "backend did not answer within %gs" % timeout) from None
             except OSError as exc:
                 raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
             if not data:
