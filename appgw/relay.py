@@ -22,22 +22,43 @@ from gevent import get_hub
 from . import sockio
 
 RECV = 65536
+LINGER = 0.5   # seconds a pump waits for more bytes before its direction parks
+
+
+class _Quiet(Exception):
+    """Nothing arrived within LINGER."""
+
+
+def _quiet(glet):
+    glet.throw(_Quiet)
+
+
+def _wait_readable(sock, timer):
+    """True when sock became readable, False after timer.repeat seconds."""
+    timer.again(_quiet, gevent.getcurrent())
+    try:
+        get_hub().wait(sock._read_event)
+        return True
+    except _Quiet:
+        return False
+    finally:
+        timer.stop()
 _PLAIN = socket.socket  # gevent's class once monkey patching has run
 
 
 class Session:
     """One relayed WebSocket connection; it owns both sockets once started."""
 
-    __slots__ = ("client", "backend", "idle_timeout", "last", "ended", "up", "down",
-                 "open_directions", "pumps", "timer", "on_end", "finished")
+    __slots__ = ("client", "backend", "idle_timeout", "last_up", "last_down", "ended", "up", "down",
+                 "up_open", "down_open", "pumps", "timer", "on_end", "finished")
 
     def __init__(self, client, backend, idle_timeout):
         self.client, self.backend = client, backend
         self.idle_timeout = idle_timeout
-        self.last = time.monotonic()
+        self.last_up = self.last_down = time.monotonic()   # last bytes each way
         self.ended = ""          # how the session ended: the first cause wins
         self.up = self.down = 0  # bytes client->backend, backend->client
-        self.open_directions = 2
+        self.up_open = self.down_open = True   # directions not yet ended
         self.pumps = 0           # greenlets copying right now
         self.timer = None
         self.on_end = None
@@ -79,43 +100,60 @@ class Session:
         try:
             src._read_event.start(self._wake, upstream)
         except (OSError, ValueError, AttributeError):
-            self._direction_over(upstream, None)
+            self.abort("error")
 
     def _wake(self, upstream):
         (self.client if upstream else self.backend)._read_event.stop()
         gevent.spawn_raw(self._pump, upstream)
 
     def _pump(self, upstream: bool):
-        """Copy src -> dst until src has nothing more, then park again."""
+        """Copy src -> dst while bytes come; park after LINGER seconds of quiet."""
         src, dst = (self.client, self.backend) if upstream else (self.backend, self.client)
         self.pumps += 1
+        linger = None
+        # A session that was busy a moment ago will send again soon: waiting
+        # here is cheaper than parking and waking a new greenlet for each
+        # message. One woken after a quiet spell parks at once, so a burst of
+        # single messages over many idle sessions leaves no greenlets behind.
+        busy = time.monotonic() - (self.last_up if upstream else self.last_down) < LINGER
         try:
             while not self.finished:
                 data = _read_now(src)
                 if data is None:
+                    if busy:
+                        linger = linger or get_hub().loop.timer(LINGER, LINGER)
+                        if _wait_readable(src, linger):
+                            continue
                     self._park(upstream)
                     return
                 if not data:
                     self.end("client close" if upstream else "backend close")
                     self._direction_over(upstream, dst)
                     return
-                self.last = time.monotonic()
-                sockio.sendall(dst, data)
                 if upstream:
+                    self.last_up = time.monotonic()
+                    sockio.sendall(dst, data)
                     self.up += len(data)
                 else:
+                    self.last_down = time.monotonic()
+                    sockio.sendall(dst, data)
                     self.down += len(data)
         except socket.timeout:
             self.abort("idle timeout")    # the reader on the other side stopped reading
         except (OSError, ValueError):      # ValueError: a TLS socket closed under us
             self.abort("error")
         finally:
+            if linger is not None:
+                linger.stop()
             self.pumps -= 1
             self._maybe_finish()
 
     def _direction_over(self, upstream, dst):
-        self.open_directions -= 1
-        if dst is not None and self.open_directions:
+        if upstream:
+            self.up_open = False
+        else:
+            self.down_open = False
+        if self.up_open or self.down_open:
             shutdown(dst, socket.SHUT_WR)
         self._maybe_finish()
 
@@ -126,14 +164,14 @@ class Session:
             self.ended = why
 
     def abort(self, why):
-        """Close both directions now: blocked sendalls fail, parked ones end."""
+        """Close both directions now: a pump blocked in sendall fails, one
+        lingering wakes to EOF, parked directions end with the session."""
         if self.finished:
             return
         self.end(why)
-        self.open_directions = 0
-        for sock in (self.client, self.backend):
-            _stop_watching(sock)
-            shutdown(sock, socket.SHUT_RDWR)
+        self.up_open = self.down_open = False
+        shutdown(self.client, socket.SHUT_RDWR)
+        shutdown(self.backend, socket.SHUT_RDWR)
         self._maybe_finish()
 
     def _arm_timer(self, seconds):
@@ -141,14 +179,14 @@ class Session:
         self.timer.start(self._idle_check)
 
     def _idle_check(self):
-        quiet = time.monotonic() - self.last
+        quiet = time.monotonic() - max(self.last_up, self.last_down)
         if quiet >= self.idle_timeout:
             self.abort("idle timeout")
         elif not self.finished:
             self._arm_timer(self.idle_timeout - quiet)
 
     def _maybe_finish(self):
-        if self.finished or self.open_directions or self.pumps:
+        if self.finished or self.up_open or self.down_open or self.pumps:
             return
         self.finished = True
         if self.timer is not None:
