@@ -224,7 +224,9 @@ class Connection:
                     "no server of pool %s could be reached" % backend.pool.name
                 raise BackendError(502, reason)
             try:
-                sock, reused = endpoint.checkout()
+                # A body-less idempotent request is replayed if a reused
+                # connection proves closed, so it can skip the stale check.
+                sock, reused = endpoint.checkout(not (req.framing == NONE and req.idempotent and not req.websocket))
             except (OSError, ValueError) as exc:  # ValueError: ssl refusing its arguments
                 endpoint.connect_failed(exc)
                 tried.append(endpoint)

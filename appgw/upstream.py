@@ -80,12 +80,15 @@ class Endpoint:
                 raise
         return sock
 
-    def checkout(self):
-        """(socket, reused): a live idle connection if there is one, else a new one."""
+    def checkout(self, check=True):
+        """(socket, reused): a live idle connection if there is one, else a new
+        one. `check=False` skips the stale check (a syscall) for requests the
+        caller will simply send again on a new connection if the reused one
+        turns out closed."""
         idle = self.idle
         while idle:
             sock = idle.pop()
-            if _still_open(sock):
+            if not check or _still_open(sock):
                 return sock, True
             sock.close()
         return self.connect(), False
