@@ -88,7 +88,7 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
     req.websocket = method == b"GET" and b"websocket" in upgrade and b"upgrade" in connection
     if req.websocket and req.framing != NONE:
         raise ClientError(400, "WebSocket upgrade with a body")
-    req.drop = HOP_BY_HOP.union(connection)
+    req.drop = HOP_BY_HOP.union(connection) if connection else HOP_BY_HOP
     req.forwarded_for = forwarded_for
     return req
 
@@ -216,7 +216,7 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
         elif lname == b"connection":
             connection += header_tokens(value)
     resp.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
-    resp.drop = HOP_BY_HOP.union(connection)
+    resp.drop = HOP_BY_HOP.union(connection) if connection and connection != [b"keep-alive"] else HOP_BY_HOP
     # Codings other than chunked are not undone: they go on to the client.
     resp.codings = [c for c in codings if c != b"chunked"]
     resp.content_length = None
