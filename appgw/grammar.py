@@ -8,8 +8,6 @@ TOKEN = TCHAR + "+"
 # The target is any run of visible ASCII; llhttp checks its finer structure.
 REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/1\.([01])\r\n" % TOKEN.encode())
 
-STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t \x21-\x7e\x80-\xff]*)?\r\n")
-
 DIGITS = re.compile(rb"[0-9]+")
 HEXDIGITS = re.compile(rb"[0-9A-Fa-f]+")
 

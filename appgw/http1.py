@@ -53,6 +53,23 @@ def parse_head(head: bytes, response: bool = False):
     return collector.url, collector.headers
 
 
+def parse_response_head(head: bytes):
+    """(minor version, status, headers) of one complete response head, or
+    FramingError. llhttp checks the status line; only HTTP/1.0 and 1.1 pass."""
+    collector = _HeadCollector()
+    parser = httptools.HttpResponseParser(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError as exc:
+        raise FramingError(str(exc) or type(exc).__name__) from None
+    version = parser.get_http_version()
+    if version not in ("1.1", "1.0"):
+        raise FramingError("unsupported HTTP version %s" % version)
+    return (1 if version == "1.1" else 0), parser.get_status_code(), collector.headers
+
+
 class ChunkedDecoder:
     """Decode a chunked body incrementally.
 
@@ -142,14 +159,6 @@ def chunk(data) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
-
-
-def parse_status_line(head: bytes):
-    """Return (minor_version, status) of a response head or raise FramingError."""
-    match = grammar.STATUS_LINE.match(head)
-    if match is None:
-        raise FramingError("malformed status line")
-    return int(match.group(1)), int(match.group(2))
 
 
 def header_tokens(value: bytes):

@@ -8,7 +8,7 @@ heads sent on from parsed values only, never by copying raw bytes.
 from . import grammar
 from .errors import ClientError
 from .http1 import (
-    CHUNKED, LENGTH, NONE, UNTIL_CLOSE, FramingError, header_tokens, parse_head, parse_status_line,
+    CHUNKED, LENGTH, NONE, UNTIL_CLOSE, FramingError, header_tokens, parse_head, parse_response_head,
 )
 
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the ones the gateway sets itself.
@@ -198,22 +198,27 @@ class Response:
     # For HEAD and 304 it describes the entity, not this message, and is kept.
 
 
+# The response fields that decide framing and connection reuse.
+_LENGTH, _CODING, _CONNECTION = range(3)
+_RESPONSE_FIELDS = {b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION}
+
+
 def parse_response(head: bytes, request_method: bytes) -> Response:
     """Parse a backend response head; raises FramingError when it is not HTTP."""
-    minor, status = parse_status_line(head)
-    line_end = head.index(b"\r\n")
-    _, headers = parse_head(head, response=True)
+    minor, status, headers = parse_response_head(head)
     resp = Response()
     resp.minor, resp.status, resp.headers = minor, status, headers
-    resp.reason = head[13:line_end]
+    resp.reason = head[13:head.index(b"\r\n")]   # after "HTTP/1.x NNN ", which llhttp checked
     lengths, codings, connection = [], [], []
     for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
+        field = _RESPONSE_FIELDS.get(name.lower())
+        if field is None:
+            continue
+        if field == _LENGTH:
             lengths.append(value.strip())
-        elif lname == b"transfer-encoding":
+        elif field == _CODING:
             codings += header_tokens(value)
-        elif lname == b"connection":
+        else:
             connection += header_tokens(value)
     resp.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
     resp.drop = HOP_BY_HOP.union(connection) if connection and connection != [b"keep-alive"] else HOP_BY_HOP

@@ -5,7 +5,7 @@ import pytest
 
 from appgw.errors import ClientError
 from appgw.http1 import (CHUNKED, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError,
-                         chunk, parse_head, parse_status_line)
+                         chunk, parse_head, parse_response_head)
 from appgw.policy import backend_head, client_head, parse_request, parse_response
 
 # --- ChunkedDecoder -----------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_endless_chunk_line_is_refused():
             decoder.feed(b"X-Long: " + b"a" * 1000)
 
 
-# --- parse_head / parse_status_line -------------------------------------------------
+# --- parse_head / parse_response_head -------------------------------------------------
 
 def test_parse_head_keeps_order_and_spelling():
     target, headers = parse_head(b"GET /a?b HTTP/1.1\r\nHost: x\r\nx-Mixed-CASE: 1\r\nA: 2\r\n\r\n")
@@ -211,14 +211,14 @@ def test_parse_head_raises_framing_error():
     (b"HTTP/1.1 599 \r\n", (1, 599)),
 ])
 def test_status_line(line, expected):
-    assert parse_status_line(line + b"\r\n") == expected
+    assert parse_response_head(line + b"\r\n")[:2] == expected
 
 
 @pytest.mark.parametrize("line", [b"HTTP/2 200 OK\r\n", b"HTTP/1.1 20 OK\r\n", b"http/1.1 200 OK\r\n",
                                   b"HELLO NOT HTTP\r\n", b"HTTP/1.1  200 OK\r\n", b"HTTP/1.1 2000 OK\r\n"])
 def test_bad_status_line(line):
     with pytest.raises(FramingError):
-        parse_status_line(line + b"\r\n")
+        parse_response_head(line + b"\r\n")
 
 
 # --- parse_response: how a backend's answer is framed -----------------------------------
