@@ -31,7 +31,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .health import ProbeResult
 from .stats import STATS
-from .upstream import tls_client_context
+from .upstream import connect_unix, tls_client_context
 
 _real_select = get_original("select", "select")
 
@@ -145,14 +145,7 @@ class _UnixConnectionMixin(_CheapCheckMixin):
         self.socket_path = socket_path
 
     def _new_conn(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return connect_unix(self.socket_path, self.timeout)
 
 
 class _UnixHTTPConnection(_UnixConnectionMixin, HTTPConnection):

@@ -62,13 +62,7 @@ class Endpoint:
 
     def connect(self):
         if self.path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.connect_timeout)
-            try:
-                sock.connect(self.path)
-            except BaseException:
-                sock.close()
-                raise
+            sock = connect_unix(self.path, self.connect_timeout)
         else:
             sock = socket.create_connection((self.host, self.port), self.connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -109,6 +103,18 @@ class Endpoint:
 
     def connect_failed(self, exc):
         self.health.passive_failure(time.time(), connect_failure_reason(exc))
+
+
+def connect_unix(path, timeout):
+    """A connected unix-socket stream (in-process apps, unix: servers)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def connect_failure_reason(exc) -> str:
