@@ -243,6 +243,8 @@ def status_page(runtime):
     for (listener, rule, code_class), n in sorted(stats.requests.items()):
         out.append('<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td></tr>' % (
             e(str(listener)), e(str(rule or "")), e(code_class), n))
+    if not stats.requests:
+        out.append('<tr><td colspan="4" class="muted">no requests yet</td></tr>')
     out.append('</table><table>')
     for name, value in (("open connections", sum(stats.connections_active.values())),
                         ("WebSocket sessions open", stats.websocket_active),
