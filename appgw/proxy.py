@@ -361,21 +361,23 @@ class Connection:
         while True:
             end = buf.find(HEAD_END)
             if end >= 0:
-                head, buf = buf[:end + 4], buf[end + 4:]
+                # The body that came with the head is not copied out.
+                head, rest = buf[:end + 4], memoryview(buf)[end + 4:]
                 try:
                     resp = parse_response(head, req.method)
                 except FramingError as exc:
                     raise BackendError(502, "invalid response from backend: %s" % exc) from None
                 if resp.status == 101 and req.websocket:
                     resp.headers = head  # relayed unchanged
-                    return resp, buf
+                    return resp, rest
                 if resp.status < 200:
                     if resp.status == 101:
                         raise BackendError(502, "backend switched protocols unasked")
                     if resp.status != 100 and req.minor == 1:
                         self.send(head, entry)
+                    buf = bytes(rest)
                     continue
-                return resp, buf
+                return resp, rest
             if len(buf) > MAX_RESPONSE_HEAD:
                 raise BackendError(502, "response head from backend too large")
             try:
@@ -425,7 +427,11 @@ class Connection:
         clean = len(rest) <= remaining
         first = rest[:remaining]
         self.response_started = True
-        self.send(head + first, entry)
+        try:
+            sockio.send_parts(self.sock, head, first)
+        except OSError as exc:
+            raise ClientGone() from exc
+        entry.sent += len(head) + len(first)
         remaining -= len(first)
         while remaining:
             data = self.from_backend(upstream)
@@ -437,7 +443,7 @@ class Connection:
 
     def relay_chunked(self, head, rest, framing, upstream, entry):
         decoder = ChunkedDecoder()
-        pending, data = head, rest
+        pending, data = head, bytes(rest)
         while True:
             try:
                 pieces = decoder.feed(data)

@@ -44,6 +44,22 @@ def sendall(sock, data):
     sock.sendall(data)
 
 
+def send_parts(sock, head, body):
+    """Send head then body; on a plain socket with one sendmsg and no copy."""
+    if type(sock) is not _PLAIN:
+        sock.sendall(head + body)
+        return
+    try:
+        sent = sock._sock.sendmsg((head, body))
+    except BlockingIOError:
+        sent = 0
+    if sent < len(head):
+        sendall(sock, memoryview(head)[sent:])
+        sendall(sock, body)
+    elif sent < len(head) + len(body):
+        sendall(sock, memoryview(body)[sent - len(head):])
+
+
 def recv_after_wait(sock, size, timer: Timer):
     """recv for a read that is expected to find nothing yet (the answer to
     a request just sent, the next request after an answer): wait for
