@@ -2,10 +2,11 @@
 
 A direction with nothing to read holds no greenlet: it is parked on its
 socket's read watcher. When bytes arrive the watcher wakes a greenlet that
-copies `recv` -> `sendall` until the socket has nothing more, then parks the
-direction again and ends. So a busy session has a pair of greenlets, one per
-direction, and an idle one has none and no buffer: thousands of idle
-sessions cost a few KiB each. `sendall` blocks while the reader on the other
+copies `recv` -> `sendall` until the socket has nothing more; if that
+direction was busy a moment ago it waits up to LINGER for more (cheaper than
+a new greenlet per message), else it parks the direction again and ends. So a
+busy session has a pair of greenlets, one per direction, and an idle one has
+none and no buffer: thousands of idle sessions cost a few KiB each. `sendall` blocks while the reader on the other
 side is slow, so a slow reader slows its writer (backpressure, no queue).
 
 EOF in one direction is passed on as shutdown(SHUT_WR) and the other keeps
