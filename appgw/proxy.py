@@ -226,7 +226,7 @@ class Connection:
             try:
                 # A body-less idempotent request is replayed if a reused
                 # connection proves closed, so it can skip the stale check.
-                sock, reused = endpoint.checkout(not (req.framing == NONE and req.idempotent and not req.websocket))
+                sock = endpoint.checkout(not (req.framing == NONE and req.idempotent))
             except (OSError, ValueError) as exc:  # ValueError: ssl refusing its arguments
                 endpoint.connect_failed(exc)
                 tried.append(endpoint)
@@ -236,7 +236,7 @@ class Connection:
             if cookie_name and affinity != endpoint.cookie:
                 # A new client, or its server left: (re)write the cookie.
                 self.set_cookie = b"Set-Cookie: %s=%s; Path=/; HttpOnly" % (cookie_name.encode(), endpoint.cookie)
-            return endpoint, sock, reused
+            return endpoint, sock
 
     def upstream_head(self, req, routes, backend, endpoint):
         settings = backend.settings
@@ -249,26 +249,13 @@ class Connection:
         return backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
 
     def forward(self, req, routes, backend, entry) -> bool:
-        endpoint, upstream, reused = self.open_upstream(req, backend, entry)
+        endpoint, upstream = self.open_upstream(req, backend, entry)
         endpoint.active += 1
         started = time.monotonic()
         reusable = False
         try:
             head = self.upstream_head(req, routes, backend, endpoint)
-            upstream.settimeout(backend.settings.request_timeout)
-            replayable = req.framing == NONE and req.idempotent
-            try:
-                self.send_request(req, head, upstream, entry)
-                resp, rest = self.read_response_head(req, upstream, entry)
-            except BackendError:
-                if not (reused and replayable and not self.response_started):
-                    raise
-                # The pooled connection was closed under us: once more on a new one.
-                upstream.close()
-                upstream = endpoint.connect()
-                upstream.settimeout(backend.settings.request_timeout)
-                self.send_request(req, head, upstream, entry)
-                resp, rest = self.read_response_head(req, upstream, entry)
+            upstream, resp, rest = self.send_and_read(req, head, endpoint, upstream, backend.settings, entry)
             self.runtime.stats.backend_seconds[backend.pool.name].observe(time.monotonic() - started)
             keep, reusable = self.relay_response(req, resp, rest, upstream, entry)
             # Some servers (gevent's pywsgi among them) send a body after a HEAD
@@ -282,6 +269,35 @@ class Connection:
                 endpoint.checkin(upstream)
             else:
                 upstream.close()
+
+    def send_and_read(self, req, head, endpoint, upstream, settings, entry):
+        """Send the request, read the answer's head: (upstream, resp, rest).
+
+        A body-less idempotent request whose connection fails before any
+        answer (a pooled connection closed meanwhile, a backend that dropped
+        it) is sent once more on a new connection, as nginx's
+        proxy_next_upstream does for errors; a timeout (504) is not retried.
+        The socket returned is the one in use: the caller closes or pools it."""
+        upstream.settimeout(settings.request_timeout)
+        try:
+            self.send_request(req, head, upstream, entry)
+            return (upstream,) + self.read_response_head(req, upstream, entry)
+        except BackendError as error:
+            if error.status != 502 or req.framing != NONE or not req.idempotent:
+                raise
+            upstream.close()
+        try:
+            upstream = endpoint.connect()
+        except (OSError, ValueError) as exc:
+            endpoint.connect_failed(exc)
+            raise BackendError(502, "backend connection failed: %s" % exc) from None
+        try:
+            upstream.settimeout(settings.request_timeout)
+            self.send_request(req, head, upstream, entry)
+            return (upstream,) + self.read_response_head(req, upstream, entry)
+        except BaseException:
+            upstream.close()
+            raise
 
     def send_request(self, req, head, upstream, entry):
         """Send the head, then stream the body, re-framed for the backend."""
@@ -483,13 +499,12 @@ class Connection:
     # -- WebSocket -------------------------------------------------------------
 
     def websocket(self, req, routes, backend, entry) -> bool:
-        endpoint, upstream, _ = self.open_upstream(req, backend, entry)
+        endpoint, upstream = self.open_upstream(req, backend, entry)
         endpoint.active += 1
         try:
             settings = backend.settings
-            upstream.settimeout(settings.request_timeout)
-            self.to_backend(upstream, self.upstream_head(req, routes, backend, endpoint))
-            resp, rest = self.read_response_head(req, upstream, entry)
+            head = self.upstream_head(req, routes, backend, endpoint)
+            upstream, resp, rest = self.send_and_read(req, head, endpoint, upstream, settings, entry)
             if resp.status != 101:
                 keep, _ = self.relay_response(req, resp, rest, upstream, entry)
                 self.log(entry)

@@ -75,17 +75,16 @@ class Endpoint:
         return sock
 
     def checkout(self, check=True):
-        """(socket, reused): a live idle connection if there is one, else a new
-        one. `check=False` skips the stale check (a syscall) for requests the
+        """A live idle connection if there is one, else a new one. `check=False` skips the stale check (a syscall) for requests the
         caller will simply send again on a new connection if the reused one
         turns out closed."""
         idle = self.idle
         while idle:
             sock = idle.pop()
             if not check or _still_open(sock):
-                return sock, True
+                return sock
             sock.close()
-        return self.connect(), False
+        return self.connect()
 
     def checkin(self, sock):
         if len(self.idle) < MAX_IDLE:
