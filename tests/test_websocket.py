@@ -822,7 +822,8 @@ def test_idle_sessions_cost_little_memory(gateway_factory, backend_factory):
 
 def run_chromium(url, tmp_path, *extra):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
+        # CI installs it (.ci/run): there a missing browser is a failure.
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{CHROMIUM} is not installed")
     profile = tmp_path / "chromium-profile"
     result = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
