@@ -9,20 +9,14 @@ TOKEN = TCHAR + "+"
 REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/1\.([01])\r\n" % TOKEN.encode())
 
 DIGITS = re.compile(rb"[0-9]+")
-HEXDIGITS = re.compile(rb"[0-9A-Fa-f]+")
 
 # chunk = chunk-size [ chunk-ext ] CRLF ; chunk-ext = *( BWS ";" BWS token [ "=" (token / quoted-string) ] )
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _EXT = rb"[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?" % (TOKEN.encode(), TOKEN.encode(), _QUOTED)
 CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:%s)*)\r\n" % _EXT)
 
-TOKEN_RE = re.compile(TOKEN.encode())
-
 # field-line = field-name ":" OWS field-value OWS, for trailer fields.
 FIELD_LINE = re.compile(rb"%s:[\t \x21-\x7e\x80-\xff]*\r\n" % TOKEN.encode())
 
 # Host = uri-host [ ":" port ]; uri-host is a reg-name, IPv4 or [IPv6] literal.
 HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::([0-9]{0,5}))?")
-
-# A cookie name is a token; its value a run of cookie-octets (RFC 6265).
-COOKIE_OCTETS = re.compile(r'[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*')

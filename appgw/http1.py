@@ -36,13 +36,10 @@ class _HeadCollector:
         self.headers.append((name, value))
 
 
-def parse_head(head: bytes, response: bool = False):
-    """Run one complete head (ending in CRLFCRLF) through llhttp.
-
-    Returns (target, headers); raises FramingError with llhttp's reason.
-    """
+def _feed(parser_class, head):
+    """Run one complete head (ending in CRLFCRLF) through llhttp; returns the
+    collector and the parser, or raises FramingError with llhttp's reason."""
     collector = _HeadCollector()
-    parser_class = httptools.HttpResponseParser if response else httptools.HttpRequestParser
     parser = parser_class(collector)
     try:
         parser.feed_data(head)
@@ -50,20 +47,19 @@ def parse_head(head: bytes, response: bool = False):
         pass  # Upgrade and CONNECT stop llhttp after the head: that is all we fed.
     except httptools.HttpParserError as exc:
         raise FramingError(str(exc) or type(exc).__name__) from None
+    return collector, parser
+
+
+def parse_head(head: bytes):
+    """(target, headers) of one complete request head."""
+    collector, _ = _feed(httptools.HttpRequestParser, head)
     return collector.url, collector.headers
 
 
 def parse_response_head(head: bytes):
-    """(minor version, status, headers) of one complete response head, or
-    FramingError. llhttp checks the status line; only HTTP/1.0 and 1.1 pass."""
-    collector = _HeadCollector()
-    parser = httptools.HttpResponseParser(collector)
-    try:
-        parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserError as exc:
-        raise FramingError(str(exc) or type(exc).__name__) from None
+    """(minor version, status, headers) of one complete response head.
+    llhttp checks the status line; only HTTP/1.0 and 1.1 pass."""
+    collector, parser = _feed(httptools.HttpResponseParser, head)
     version = parser.get_http_version()
     if version not in ("1.1", "1.0"):
         raise FramingError("unsupported HTTP version %s" % version)

@@ -201,7 +201,7 @@ def test_parse_head_raises_framing_error():
     with pytest.raises(FramingError):
         parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n")
     with pytest.raises(FramingError):
-        parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", response=True)
+        parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
 
 
 @pytest.mark.parametrize("line, expected", [
