@@ -191,8 +191,10 @@ def main():
     parser.add_argument("--name", default="backend")
     args = parser.parse_args()
     # log=None: nobody reads our stderr pipe for access lines; errors still go there.
+    # A deep accept queue: the idle-sessions test opens thousands of backend
+    # connections in a burst, and gevent's default (256) drops SYNs then.
     server = WSGIServer((args.host, args.port), Backend(args.name),
-                        handler_class=RawHeadersHandler, log=None)
+                        handler_class=RawHeadersHandler, log=None, backlog=4096)
     server.start()
     print(f"READY {server.server_port}", flush=True)
     server.serve_forever()
