@@ -42,7 +42,7 @@ class Connection:
     """State of one client connection across its requests."""
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served",
-                 "response_started", "waiting", "set_cookie", "handed_over", "timers")
+                 "response_started", "waiting", "set_cookie", "handed_over", "timers", "req", "fast")
 
     def __init__(self, sock, client_ip, site, runtime):
         self.sock = sock
@@ -55,6 +55,9 @@ class Connection:
         self.waiting = False   # idle between requests: a graceful stop may close it
         self.handed_over = False  # a WebSocket relay owns the socket now
         self.timers = {}          # seconds -> sockio.Timer, reused across requests
+        self.req = None           # the request being served
+        self.set_cookie = None
+        self.response_started = False
 
     def timer(self, seconds):
         timer = self.timers.get(seconds)
@@ -147,29 +150,39 @@ class Connection:
 
     def exchange(self, head: bytes) -> bool:
         """Serve one request; True when the connection may carry another."""
-        runtime = self.runtime
-        req = None
         entry = Entry(self.client_ip, self.site.listeners[0].listener.name)
         entry.received = len(head)
+        self.req = None
         self.response_started = False
+        return self.guarded(entry, self.dispatch, head, entry)
+
+    def dispatch(self, head, entry):
+        runtime = self.runtime
+        req = self.req = parse_request(head, self.gateway.max_body_size)
+        if runtime.access_log.enabled:
+            runtime.access_log.fill_request(entry, req)
+        routes = self.site.listener_for(req.host)
+        if routes is None:
+            raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
+        entry.listener, entry.rule = routes.listener.name, routes.rule.name
+        target = routes.route(req.path)
+        if isinstance(target, Redirector):
+            return self.redirect(req, target, entry)
+        if req.websocket:
+            return self.websocket(req, routes, target, entry)
+        return self.forward(req, routes, target, entry)
+
+    def guarded(self, entry, step, *args) -> bool:
+        """Run a step of the current request (self.req) and turn what goes
+        wrong into the answer the client sees. True when the connection may
+        carry another request."""
         try:
-            req = parse_request(head, self.gateway.max_body_size)
-            if runtime.access_log.enabled:
-                runtime.access_log.fill_request(entry, req)
-            routes = self.site.listener_for(req.host)
-            if routes is None:
-                raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
-            entry.listener, entry.rule = routes.listener.name, routes.rule.name
-            target = routes.route(req.path)
-            if isinstance(target, Redirector):
-                return self.redirect(req, target, entry)
-            if req.websocket:
-                return self.websocket(req, routes, target, entry)
-            return self.forward(req, routes, target, entry)
+            return step(*args)
         except ClientError as error:
-            if error.status == 404 and req.framing == NONE:
+            req = self.req
+            if error.status == 404 and req is not None and req.framing == NONE:
                 # Nothing of the request is left unread: the connection can go on.
-                keep = req.keep_alive and not runtime.stopping
+                keep = req.keep_alive and not self.runtime.stopping
                 entry.status = 404
                 self.send(error_response(404, error.reason, keep, req.minor), entry)
                 self.log(entry)
@@ -182,7 +195,7 @@ class Connection:
                 return False
             entry.status = error.status
             try:
-                self.send(error_response(error.status, error.reason, minor=req.minor), entry)
+                self.send(error_response(error.status, error.reason, minor=self.req.minor), entry)
             except ClientGone:
                 pass
             self.log(entry)
@@ -215,8 +228,7 @@ class Connection:
         """Connect to a server of the pool, trying the next one when a connect
         fails; nothing has been sent yet, so any request may move on."""
         tried = []
-        cookie_name = backend.settings.affinity_cookie
-        affinity = cookie_value(req.headers, cookie_name.encode()) if cookie_name else None
+        affinity = self.affinity(req, backend)
         while True:
             endpoint = backend.choose(tried, affinity)
             if endpoint is None:
@@ -231,14 +243,25 @@ class Connection:
                 endpoint.connect_failed(exc)
                 tried.append(endpoint)
                 continue
-            entry.server = endpoint.label
-            self.set_cookie = None
-            if cookie_name and affinity != endpoint.cookie:
-                # A new client, or its server left: (re)write the cookie.
-                self.set_cookie = b"Set-Cookie: %s=%s; Path=/; HttpOnly" % (cookie_name.encode(), endpoint.cookie)
+            self.chose(backend, endpoint, affinity, entry)
             return endpoint, sock
 
-    def upstream_head(self, req, routes, backend, endpoint):
+    @staticmethod
+    def affinity(req, backend):
+        """The affinity cookie's value when the pool's settings use one."""
+        name = backend.settings.affinity_cookie
+        return cookie_value(req.headers, name.encode()) if name else None
+
+    def chose(self, backend, endpoint, affinity, entry):
+        entry.server = endpoint.label
+        self.set_cookie = None
+        name = backend.settings.affinity_cookie
+        if name and affinity != endpoint.cookie:
+            # A new client, or its server left: (re)write the cookie.
+            self.set_cookie = b"Set-Cookie: %s=%s; Path=/; HttpOnly" % (name.encode(), endpoint.cookie)
+
+    def pending(self, req, routes, backend, endpoint, upstream, entry):
+        """The request bound to a backend connection; counts as active."""
         settings = backend.settings
         if settings.host_name:
             host = settings.host_name.encode()
@@ -246,58 +269,87 @@ class Connection:
             host = endpoint.address_host.encode()
         else:
             host = req.host
-        return backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
+        head = backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
+        endpoint.active += 1
+        return Pending(req, head, settings, backend.pool.name, endpoint, upstream, entry)
+
+    def release(self, p, reusable):
+        """The backend connection's part in the request is over."""
+        p.endpoint.active -= 1
+        if reusable:
+            p.endpoint.checkin(p.upstream)
+        else:
+            p.upstream.close()
 
     def forward(self, req, routes, backend, entry) -> bool:
         endpoint, upstream = self.open_upstream(req, backend, entry)
-        endpoint.active += 1
-        started = time.monotonic()
+        return self.complete(self.pending(req, routes, backend, endpoint, upstream, entry))
+
+    def complete(self, p, sent=0, partial=b"") -> bool:
+        """Send the request (its head's first `sent` bytes are out already),
+        read the answer (`partial`: its first bytes, already read), relay
+        it, and pool or close the backend connection. The fast path resumes
+        here when a request or answer needs more than it handles."""
         reusable = False
         try:
-            head = self.upstream_head(req, routes, backend, endpoint)
-            upstream, resp, rest = self.send_and_read(req, head, endpoint, upstream, backend.settings, entry)
-            self.runtime.stats.backend_seconds[backend.pool.name].observe(time.monotonic() - started)
-            keep, reusable = self.relay_response(req, resp, rest, upstream, entry)
+            resp, rest = self.send_and_read(p, sent, partial)
+            self.runtime.stats.backend_seconds[p.pool].observe(time.monotonic() - p.started)
+            keep, reusable = self.relay_response(p.req, resp, rest, p.upstream, p.entry)
             # Some servers (gevent's pywsgi among them) send a body after a HEAD
             # answer; it would poison the next request on a pooled connection.
-            reusable = reusable and req.method != b"HEAD"
-            self.log(entry)
+            reusable = reusable and p.req.method != b"HEAD"
+            self.log(p.entry)
             return keep
         finally:
-            endpoint.active -= 1
-            if reusable:
-                endpoint.checkin(upstream)
-            else:
-                upstream.close()
+            self.release(p, reusable)
 
-    def send_and_read(self, req, head, endpoint, upstream, settings, entry):
-        """Send the request, read the answer's head: (upstream, resp, rest).
+    def complete_body(self, p, keep, reusable, unsent, remaining) -> bool:
+        """Resumed by the fast path when the client did not take an answer at
+        once: send `unsent`, then relay the `remaining` body bytes."""
+        clean = False
+        try:
+            self.response_started = True
+            p.upstream.settimeout(p.settings.request_timeout)
+            if unsent:
+                self.send(unsent, p.entry)
+            clean = self.relay_rest(remaining, p.upstream, p.entry)
+            self.log(p.entry)
+            return keep
+        finally:
+            self.release(p, reusable and clean)
+
+    def give_up(self, p, error):
+        """The fast path's request timed out: close its backend connection
+        and answer `error`."""
+        self.release(p, False)
+        raise error
+
+    def send_and_read(self, p, sent=0, partial=b""):
+        """Send the request, read the answer's head: (resp, rest).
 
         A body-less idempotent request whose connection fails before any
         answer (a pooled connection closed meanwhile, a backend that dropped
         it) is sent once more on a new connection, as nginx's
         proxy_next_upstream does for errors; a timeout (504) is not retried.
-        The socket returned is the one in use: the caller closes or pools it."""
-        upstream.settimeout(settings.request_timeout)
+        p.upstream is then the new connection."""
+        req = p.req
+        p.upstream.settimeout(p.settings.request_timeout)
         try:
-            self.send_request(req, head, upstream, entry)
-            return (upstream,) + self.read_response_head(req, upstream, entry)
+            if sent < len(p.head):
+                self.send_request(req, p.head[sent:] if sent else p.head, p.upstream, p.entry)
+            return self.read_response_head(req, p.upstream, p.entry, partial)
         except BackendError as error:
             if error.status != 502 or req.framing != NONE or not req.idempotent:
                 raise
-            upstream.close()
+            p.upstream.close()
         try:
-            upstream = endpoint.connect()
+            p.upstream = p.endpoint.connect()
         except (OSError, ValueError) as exc:
-            endpoint.connect_failed(exc)
+            p.endpoint.connect_failed(exc)
             raise BackendError(502, "backend connection failed: %s" % exc) from None
-        try:
-            upstream.settimeout(settings.request_timeout)
-            self.send_request(req, head, upstream, entry)
-            return (upstream,) + self.read_response_head(req, upstream, entry)
-        except BaseException:
-            upstream.close()
-            raise
+        p.upstream.settimeout(p.settings.request_timeout)
+        self.send_request(req, p.head, p.upstream, p.entry)
+        return self.read_response_head(req, p.upstream, p.entry)
 
     def send_request(self, req, head, upstream, entry):
         """Send the head, then stream the body, re-framed for the backend."""
@@ -369,11 +421,11 @@ class Connection:
         except OSError as exc:
             raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
 
-    def read_response_head(self, req, upstream, entry):
-        """(Response, bytes after its head); interim 1xx answers are passed on
-        to HTTP/1.1 clients (100 is ours to send, so it is dropped)."""
+    def read_response_head(self, req, upstream, entry, buf=b""):
+        """(Response, bytes after its head); `buf` holds what was read of it
+        already. Interim 1xx answers are passed on to HTTP/1.1 clients (100
+        is ours to send, so it is dropped)."""
         timeout = upstream.gettimeout()   # the settings' request_timeout
-        buf = b""
         while True:
             end = buf.find(HEAD_END)
             if end >= 0:
@@ -448,7 +500,12 @@ class Connection:
         except OSError as exc:
             raise ClientGone() from exc
         entry.sent += len(head) + len(first)
-        remaining -= len(first)
+        return self.relay_rest(remaining - len(first), upstream, entry) and clean
+
+    def relay_rest(self, remaining, upstream, entry):
+        """Relay the last `remaining` bytes of a body; False when the backend
+        sent more than that (the connection is not clean)."""
+        clean = True
         while remaining:
             data = self.from_backend(upstream)
             if len(data) > remaining:
@@ -500,13 +557,11 @@ class Connection:
 
     def websocket(self, req, routes, backend, entry) -> bool:
         endpoint, upstream = self.open_upstream(req, backend, entry)
-        endpoint.active += 1
+        p = self.pending(req, routes, backend, endpoint, upstream, entry)
         try:
-            settings = backend.settings
-            head = self.upstream_head(req, routes, backend, endpoint)
-            upstream, resp, rest = self.send_and_read(req, head, endpoint, upstream, settings, entry)
+            resp, rest = self.send_and_read(p)
             if resp.status != 101:
-                keep, _ = self.relay_response(req, resp, rest, upstream, entry)
+                keep, _ = self.relay_response(req, resp, rest, p.upstream, entry)
                 self.log(entry)
                 return keep
             entry.status = 101
@@ -515,14 +570,13 @@ class Connection:
                 head = head[:-2] + self.set_cookie + b"\r\n\r\n"
             self.send(head + rest, entry)
             early, self.buf = self.buf, b""
-            session = relay.Session(self.sock, upstream, settings.websocket_timeout)
+            session = relay.Session(self.sock, p.upstream, p.settings.websocket_timeout)
             self.hand_over(session, endpoint, entry, early)
-            upstream = endpoint = None   # the session owns them now
+            p = None   # the session owns the backend connection now
             return False
         finally:
-            if endpoint is not None:
-                endpoint.active -= 1
-                upstream.close()
+            if p is not None:
+                self.release(p, False)
 
     def hand_over(self, session, endpoint, entry, early):
         """HTTP is over: the relay owns both sockets from here, and this
@@ -534,6 +588,18 @@ class Connection:
         runtime.stats.websocket_active += 1
         runtime.stats.websocket_total += 1
         session.start(early, functools.partial(_session_ended, runtime, endpoint, entry))
+
+
+class Pending:
+    """A request bound to a backend connection, with what it takes to
+    finish it from wherever it stands."""
+
+    __slots__ = ("req", "head", "settings", "pool", "endpoint", "upstream", "entry", "started")
+
+    def __init__(self, req, head, settings, pool, endpoint, upstream, entry):
+        self.req, self.head, self.settings, self.pool = req, head, settings, pool
+        self.endpoint, self.upstream, self.entry = endpoint, upstream, entry
+        self.started = time.monotonic()
 
 
 def _session_ended(runtime, endpoint, entry, session):
