@@ -11,6 +11,7 @@ import httptools
 from . import grammar
 
 HEAD_END = b"\r\n\r\n"
+MAX_RESPONSE_HEAD = 65536   # a backend's answer head, like nginx's proxy_buffer_size, but larger
 
 # Body framings of one message.
 NONE, LENGTH, CHUNKED, UNTIL_CLOSE = "none", "length", "chunked", "close"
@@ -24,6 +25,10 @@ class _HeadCollector:
     """httptools callbacks: keep the target and the header list in order."""
 
     __slots__ = ("url", "headers")
+    # httptools looks every callback up when a parser is made; a missing one
+    # costs an AttributeError each time, a None is skipped cheaply.
+    on_message_begin = on_status = on_headers_complete = on_body = None
+    on_message_complete = on_chunk_header = on_chunk_complete = None
 
     def __init__(self):
         self.url = b""
@@ -60,10 +65,10 @@ def parse_response_head(head: bytes):
     """(minor version, status, headers) of one complete response head.
     llhttp checks the status line; only HTTP/1.0 and 1.1 pass."""
     collector, parser = _feed(httptools.HttpResponseParser, head)
-    version = parser.get_http_version()
-    if version not in ("1.1", "1.0"):
-        raise FramingError("unsupported HTTP version %s" % version)
-    return (1 if version == "1.1" else 0), parser.get_status_code(), collector.headers
+    version = head[5:8]   # llhttp checked "HTTP/d.d "
+    if version != b"1.1" and version != b"1.0":
+        raise FramingError("unsupported HTTP version %s" % version.decode())
+    return (1 if version == b"1.1" else 0), parser.get_status_code(), collector.headers
 
 
 class ChunkedDecoder:

@@ -209,30 +209,39 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
     resp = Response()
     resp.minor, resp.status, resp.headers = minor, status, headers
     resp.reason = head[13:head.index(b"\r\n")]   # after "HTTP/1.x NNN ", which llhttp checked
-    lengths, codings, connection = [], [], []
+    length = None
+    codings, connection = [], ()
     for name, value in headers:
         field = _RESPONSE_FIELDS.get(name.lower())
         if field is None:
             continue
         if field == _LENGTH:
-            lengths.append(value.strip())
+            value = value.strip()
+            if length is not None and value != length:
+                raise FramingError("invalid Content-Length from backend")
+            length = value
         elif field == _CODING:
             codings += header_tokens(value)
         else:
-            connection += header_tokens(value)
-    resp.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
-    resp.drop = HOP_BY_HOP.union(connection) if connection and connection != [b"keep-alive"] else HOP_BY_HOP
-    # Codings other than chunked are not undone: they go on to the client.
-    resp.codings = [c for c in codings if c != b"chunked"]
+            connection = (connection or []) + _connection_tokens(value)
+    if minor == 1:
+        resp.keep_alive = b"close" not in connection
+    else:
+        resp.keep_alive = b"keep-alive" in connection
+    resp.drop = HOP_BY_HOP.union(connection) if connection and connection != _KEEP_ALIVE else HOP_BY_HOP
     resp.content_length = None
-    if lengths:
-        if len(set(lengths)) > 1 or grammar.DIGITS.fullmatch(lengths[0]) is None or len(lengths[0]) > 18:
+    if length is not None:
+        if not length.isdigit() or len(length) > 18:
             raise FramingError("invalid Content-Length from backend")
-        resp.content_length = int(lengths[0])
-    resp.bodiless = request_method == b"HEAD" or status < 200 or status in (204, 304)
+        resp.content_length = int(length)
+    resp.bodiless = request_method == b"HEAD" or status < 200 or status == 204 or status == 304
     if resp.bodiless:
         resp.framing = NONE
-    elif codings:
+        resp.codings = []
+        return resp
+    # Codings other than chunked are not undone: they go on to the client.
+    resp.codings = [c for c in codings if c != b"chunked"] if codings else codings
+    if codings:
         if codings[-1] != b"chunked":
             resp.framing, resp.keep_alive = UNTIL_CLOSE, False
         else:
@@ -242,6 +251,17 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
     else:
         resp.framing, resp.keep_alive = UNTIL_CLOSE, False
     return resp
+
+
+_KEEP_ALIVE = [b"keep-alive"]
+
+
+def _connection_tokens(value):
+    # Nearly every backend says just "keep-alive" or "close".
+    lowered = value.lower()
+    if lowered == b"keep-alive" or lowered == b"close":
+        return [lowered]
+    return header_tokens(value)
 
 
 def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: int, extra=()) -> bytes:

@@ -11,15 +11,16 @@ import time
 
 from gevent import GreenletExit
 
-from . import relay, sockio
+from . import fastpath, relay, sockio
 from .accesslog import Entry
 from .errors import BackendError, ClientError
-from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk
+from .http1 import (
+    CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, MAX_RESPONSE_HEAD, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk,
+)
 from .policy import backend_head, client_head, cookie_value, parse_request, parse_response
 from .router import Redirector
 
-RECV = 65536
-MAX_RESPONSE_HEAD = 65536
+RECV = sockio.RECV
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -58,6 +59,7 @@ class Connection:
         self.req = None           # the request being served
         self.set_cookie = None
         self.response_started = False
+        self.fast = fastpath.FastPath(self) if fastpath.usable(sock) else None
 
     def timer(self, seconds):
         timer = self.timers.get(seconds)
@@ -74,6 +76,15 @@ class Connection:
     def serve(self):
         try:
             while not self.runtime.stopping or not self.served:
+                if self.fast is not None and not self.buf:
+                    step = self.fast.park()
+                    if step is None:
+                        break
+                    if step is not fastpath.READ_ON:
+                        if not step():
+                            break
+                        self.served += 1
+                        continue
                 head = self.read_head()
                 if head is None or not self.exchange(head):
                     break
@@ -156,6 +167,15 @@ class Connection:
         self.response_started = False
         return self.guarded(entry, self.dispatch, head, entry)
 
+    def new_entry(self, head, req, routes):
+        """The log entry of a request the fast path serves."""
+        entry = Entry(self.client_ip, routes.listener.name)
+        entry.received = len(head)
+        entry.rule = routes.rule.name
+        if self.runtime.access_log.enabled:
+            self.runtime.access_log.fill_request(entry, req)
+        return entry
+
     def dispatch(self, head, entry):
         runtime = self.runtime
         req = self.req = parse_request(head, self.gateway.max_body_size)
@@ -224,13 +244,14 @@ class Connection:
 
     # -- to the backend and back ---------------------------------------------
 
-    def open_upstream(self, req, backend, entry):
-        """Connect to a server of the pool, trying the next one when a connect
-        fails; nothing has been sent yet, so any request may move on."""
+    def open_upstream(self, req, backend, entry, chosen=None):
+        """Connect to a server of the pool (first to `chosen` when given),
+        trying the next one when a connect fails; nothing has been sent
+        yet, so any request may move on."""
         tried = []
         affinity = self.affinity(req, backend)
         while True:
-            endpoint = backend.choose(tried, affinity)
+            endpoint, chosen = chosen or backend.choose(tried, affinity), None
             if endpoint is None:
                 reason = "no healthy server in pool %s" % backend.pool.name if not tried else \
                     "no server of pool %s could be reached" % backend.pool.name
@@ -281,8 +302,8 @@ class Connection:
         else:
             p.upstream.close()
 
-    def forward(self, req, routes, backend, entry) -> bool:
-        endpoint, upstream = self.open_upstream(req, backend, entry)
+    def forward(self, req, routes, backend, entry, chosen=None) -> bool:
+        endpoint, upstream = self.open_upstream(req, backend, entry, chosen)
         return self.complete(self.pending(req, routes, backend, endpoint, upstream, entry))
 
     def complete(self, p, sent=0, partial=b"") -> bool:
@@ -293,7 +314,7 @@ class Connection:
         reusable = False
         try:
             resp, rest = self.send_and_read(p, sent, partial)
-            self.runtime.stats.backend_seconds[p.pool].observe(time.monotonic() - p.started)
+            self.runtime.stats.backend_seconds[p.pool].observe(p.elapsed())
             keep, reusable = self.relay_response(p.req, resp, rest, p.upstream, p.entry)
             # Some servers (gevent's pywsgi among them) send a body after a HEAD
             # answer; it would poison the next request on a pooled connection.
@@ -600,6 +621,9 @@ class Pending:
         self.req, self.head, self.settings, self.pool = req, head, settings, pool
         self.endpoint, self.upstream, self.entry = endpoint, upstream, entry
         self.started = time.monotonic()
+
+    def elapsed(self):
+        return time.monotonic() - self.started
 
 
 def _session_ended(runtime, endpoint, entry, session):

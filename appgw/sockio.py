@@ -12,6 +12,7 @@ import socket
 from gevent import get_hub, getcurrent
 
 _PLAIN = socket.socket  # gevent's class once monkey patching has run
+RECV = 65536            # bytes asked of the kernel per read
 
 
 class Timer:

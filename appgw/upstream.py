@@ -75,16 +75,21 @@ class Endpoint:
         return sock
 
     def checkout(self, check=True):
-        """A live idle connection if there is one, else a new one. `check=False` skips the stale check (a syscall) for requests the
-        caller will simply send again on a new connection if the reused one
-        turns out closed."""
+        """A live idle connection if there is one, else a new one."""
+        return self.checkout_idle(check) or self.connect()
+
+    def checkout_idle(self, check=True):
+        """A live idle connection, or None; never blocks. `check=False`
+        skips the stale check (a syscall) for requests the caller will
+        simply send again on a new connection if the reused one turns out
+        closed."""
         idle = self.idle
         while idle:
             sock = idle.pop()
             if not check or _still_open(sock):
                 return sock
             sock.close()
-        return self.connect()
+        return None
 
     def checkin(self, sock):
         if len(self.idle) < MAX_IDLE:
