@@ -65,32 +65,44 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
     hosts, lengths, codings, connection, upgrade = [], [], [], [], []
     expect = forwarded_for = None
     for name, value in headers:
-        lname = name.lower()
-        if lname == b"host":
+        field = _REQUEST_FIELDS.get(name.lower())
+        if field is None:
+            continue
+        if field == _HOST:
             hosts.append(value)
-        elif lname == b"content-length":
+        elif field == _LENGTH:
             lengths.append(value)
-        elif lname == b"transfer-encoding":
+        elif field == _CODING:
             codings.append(value)
-        elif lname == b"connection":
-            connection += header_tokens(value)
-        elif lname == b"upgrade":
+        elif field == _CONNECTION:
+            connection += _connection_tokens(value)
+        elif field == _UPGRADE:
             upgrade += header_tokens(value)
-        elif lname == b"expect":
+        elif field == _EXPECT:
             expect = value.strip().lower()
-        elif lname == b"x-forwarded-for":
+        else:
             forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
 
     _set_target(req, target, hosts)
-    _set_framing(req, lengths, codings, max_body_size)
+    if lengths or codings:
+        _set_framing(req, lengths, codings, max_body_size)
+    else:
+        req.content_length, req.framing = 0, NONE
     req.expect_continue = expect == b"100-continue" and minor == 1
     req.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
-    req.websocket = method == b"GET" and b"websocket" in upgrade and b"upgrade" in connection
+    req.websocket = bool(upgrade) and method == b"GET" and b"websocket" in upgrade and b"upgrade" in connection
     if req.websocket and req.framing != NONE:
         raise ClientError(400, "WebSocket upgrade with a body")
     req.drop = HOP_BY_HOP.union(connection) if connection else HOP_BY_HOP
     req.forwarded_for = forwarded_for
     return req
+
+
+# The request fields the gateway acts on.
+_HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _EXPECT, _FORWARDED_FOR = range(7)
+_REQUEST_FIELDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CODING,
+                   b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"expect": _EXPECT,
+                   b"x-forwarded-for": _FORWARDED_FOR}
 
 
 def _set_target(req, target, hosts):
@@ -199,7 +211,6 @@ class Response:
 
 
 # The response fields that decide framing and connection reuse.
-_LENGTH, _CODING, _CONNECTION = range(3)
 _RESPONSE_FIELDS = {b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION}
 
 

@@ -86,20 +86,35 @@ class Endpoint:
         idle = self.idle
         while idle:
             sock = idle.pop()
+            if type(sock) is socket.socket:
+                sock._read_event.stop()
             if not check or _still_open(sock):
                 return sock
             sock.close()
         return None
 
     def checkin(self, sock):
-        if len(self.idle) < MAX_IDLE:
-            self.idle.append(sock)
-        else:
+        if len(self.idle) >= MAX_IDLE:
             sock.close()
+            return
+        self.idle.append(sock)
+        if type(sock) is socket.socket:
+            # An idle connection has nothing to say: when it turns readable
+            # the server closed it (or misbehaves), and it is dropped then,
+            # not found stale by a request. The watcher also stays started
+            # between requests, which spares libev an epoll_ctl per request.
+            sock._read_event.start(self._idle_readable, sock)
+
+    def _idle_readable(self, sock):
+        try:
+            self.idle.remove(sock)
+        except ValueError:
+            pass
+        _discard(sock)
 
     def close_idle(self):
         while self.idle:
-            self.idle.pop().close()
+            _discard(self.idle.pop())
 
     def abort_sessions(self, why):
         for session in list(self.sessions):
@@ -131,6 +146,14 @@ def connect_failure_reason(exc) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return "connect failed: %s" % (exc.strerror or exc)
+
+
+def _discard(sock):
+    # Stop the pool's watcher first: gevent's close() would otherwise try to
+    # wake it as if a greenlet were waiting.
+    if type(sock) is socket.socket:
+        sock._read_event.stop()
+    sock.close()
 
 
 def _still_open(sock) -> bool:
