@@ -1,13 +1,14 @@
 """The WebSocket byte relay: after a 101, bytes are copied both ways, unchanged.
 
-A direction with nothing to read holds no greenlet: it is parked on its
-socket's read watcher. When bytes arrive the watcher wakes a greenlet that
-copies `recv` -> `sendall` until the socket has nothing more; if that
-direction was busy a moment ago it waits up to LINGER for more (cheaper than
-a new greenlet per message), else it parks the direction again and ends. So a
-busy session has a pair of greenlets, one per direction, and an idle one has
-none and no buffer: thousands of idle sessions cost a few KiB each. `sendall` blocks while the reader on the other
-side is slow, so a slow reader slows its writer (backpressure, no queue).
+Each direction waits on its source socket's read watcher, with no greenlet.
+Between plain TCP sockets the watcher's callback copies what arrived
+(one recv, one send) and stays started: a message costs no greenlet switch
+at all. When the other side does not take the bytes at once, or on TLS, a
+greenlet pumps that direction instead (`recv` -> `sendall`, which blocks
+while the reader is slow: backpressure, no queue); if the direction was busy
+a moment ago it waits up to LINGER for more, then parks it again and ends.
+So an idle session holds no greenlet and no buffer: thousands of idle
+sessions cost a few KiB each.
 
 EOF in one direction is passed on as shutdown(SHUT_WR) and the other keeps
 flowing (half-close); an error closes both. One last-activity clock per
@@ -104,11 +105,56 @@ class Session:
             self.abort("error")
 
     def _wake(self, upstream):
-        (self.client if upstream else self.backend)._read_event.stop()
+        src, dst = (self.client, self.backend) if upstream else (self.backend, self.client)
+        if type(src) is _PLAIN and type(dst) is _PLAIN:
+            self._copy_now(upstream, src, dst)
+            return
+        src._read_event.stop()
         gevent.spawn_raw(self._pump, upstream)
 
-    def _pump(self, upstream: bool):
-        """Copy src -> dst while bytes come; park after LINGER seconds of quiet."""
+    def _copy_now(self, upstream, src, dst):
+        """Plain TCP both ways: copy in the watcher's callback, with no
+        greenlet at all, as long as the other side takes the bytes at once.
+        The watcher stays started, so a message costs one recv and one send.
+        A slow reader on the other side gets a greenlet, blocked in sendall
+        with the rest (backpressure)."""
+        try:
+            data = src._sock.recv(RECV)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = None
+        if not data:
+            src._read_event.stop()
+            if data is None:
+                self.abort("error")
+            else:
+                self.end("client close" if upstream else "backend close")
+                self._direction_over(upstream, dst)
+            return
+        if upstream:
+            self.last_up = time.monotonic()
+        else:
+            self.last_down = time.monotonic()
+        try:
+            sent = dst._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            src._read_event.stop()
+            self.abort("error")
+            return
+        if upstream:
+            self.up += sent
+        else:
+            self.down += sent
+        if sent < len(data):
+            src._read_event.stop()
+            gevent.spawn_raw(self._pump, upstream, memoryview(data)[sent:])
+
+    def _pump(self, upstream: bool, unsent=b""):
+        """Copy src -> dst while bytes come (after `unsent`, what the other
+        side did not take yet); park after LINGER seconds of quiet."""
         src, dst = (self.client, self.backend) if upstream else (self.backend, self.client)
         self.pumps += 1
         linger = None
@@ -118,6 +164,12 @@ class Session:
         # single messages over many idle sessions leaves no greenlets behind.
         busy = time.monotonic() - (self.last_up if upstream else self.last_down) < LINGER
         try:
+            if unsent:
+                sockio.sendall(dst, unsent)
+                if upstream:
+                    self.up += len(unsent)
+                else:
+                    self.down += len(unsent)
             while not self.finished:
                 data = _read_now(src)
                 if data is None:
