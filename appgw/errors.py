@@ -11,9 +11,12 @@ class ClientError(Exception):
 
 
 class BackendError(Exception):
-    """The backend failed before or while answering; `status` is 502 or 504."""
+    """The backend failed before or while answering; `status` is 502 or 504.
+    `replayable`: the connection failed before any byte of an answer, so a
+    request that is safe to repeat may go again on a new connection."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, replayable: bool = False):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.replayable = replayable

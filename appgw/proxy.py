@@ -360,7 +360,7 @@ class Connection:
                 self.send_request(req, p.head[sent:] if sent else p.head, p.upstream, p.entry)
             return self.read_response_head(req, p.upstream, p.entry, partial)
         except BackendError as error:
-            if error.status != 502 or req.framing != NONE or not req.idempotent:
+            if not error.replayable or req.framing != NONE or not req.idempotent:
                 raise
             p.upstream.close()
         try:
@@ -440,13 +440,14 @@ class Connection:
         except socket.timeout:
             raise BackendError(504, "backend did not accept the request in time") from None
         except OSError as exc:
-            raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
+            raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc), True) from None
 
     def read_response_head(self, req, upstream, entry, buf=b""):
         """(Response, bytes after its head); `buf` holds what was read of it
         already. Interim 1xx answers are passed on to HTTP/1.1 clients (100
         is ours to send, so it is dropped)."""
         timeout = upstream.gettimeout()   # the settings' request_timeout
+        fresh = not buf     # no byte of an answer yet: a failure may be replayed
         while True:
             end = buf.find(HEAD_END)
             if end >= 0:
@@ -465,6 +466,7 @@ class Connection:
                     if resp.status != 100 and req.minor == 1:
                         self.send(head, entry)
                     buf = bytes(rest)
+                    fresh = False
                     continue
                 return resp, rest
             if len(buf) > MAX_RESPONSE_HEAD:
@@ -475,9 +477,10 @@ class Connection:
             except socket.timeout:
                 raise BackendError(504, "backend did not answer within %gs" % timeout) from None
             except OSError as exc:
-                raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
+                reason = "backend connection failed: %s" % (exc.strerror or exc)
+                raise BackendError(502, reason, fresh and not buf) from None
             if not data:
-                raise BackendError(502, "backend closed the connection without answering")
+                raise BackendError(502, "backend closed the connection without answering", fresh and not buf)
             buf += data
 
     def relay_response(self, req, resp, rest, upstream, entry):

@@ -644,6 +644,9 @@ def test_malformed_answer_on_a_warm_connection_is_502_and_the_gateway_goes_on(
         assert time.monotonic() - started < 1   # at the bad answer, not at request_timeout
         assert headers.get("Connection", "").lower() == "close"
         assert eof_within(sock, 2) == b""
+    # Only a connection that failed before any byte of an answer is replayed
+    # (nginx's proxy_next_upstream error); an invalid answer is not.
+    assert backend.paths().count("/bad") == (2 if not answer else 1)
     with connect(gw) as sock:
         for path in ("/ok1", "/ok2"):
             sock.sendall(get(path))
