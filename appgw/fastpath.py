@@ -30,6 +30,13 @@ log = logging.getLogger("appgw")
 
 _PLAIN = socket.socket  # gevent's class once monkey patching has run
 
+# Backend reads land in one buffer for the whole process: callbacks never
+# yield, so each answer is sent on (or copied, when the client cannot take
+# it at once) before the next read. Large enough for a head and a 64 KiB
+# body in one read.
+_READ_BUFFER = bytearray(4 * RECV)
+_READ_VIEW = memoryview(_READ_BUFFER)
+
 # park() returns this when the greenlet must go on reading a request head.
 READ_ON = object()
 
@@ -231,35 +238,39 @@ class FastPath:
     def on_backend(self):
         p = self.p
         try:
-            data = p.upstream._sock.recv(RECV)
+            size = p.upstream._sock.recv_into(_READ_BUFFER)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
+            size = 0
         try:
             if self.resp is None:
-                self.answer_head(p, data)
+                self.answer_head(p, size)
             else:
-                self.answer_body(p, data)
+                self.answer_body(p, _READ_VIEW[:size])
         except Exception:
             self.crash()
 
-    def answer_head(self, p, data):
+    def answer_head(self, p, size):
         conn = self.conn
-        buf = self.buf + data if self.buf else data
-        end = buf.find(HEAD_END)
+        if self.buf:
+            buf = self.buf + _READ_VIEW[:size]
+            end = buf.find(HEAD_END)
+        else:
+            buf = _READ_VIEW[:size]
+            end = _READ_BUFFER.find(HEAD_END, 0, size)
         if end < 0:
-            if data and len(buf) <= MAX_RESPONSE_HEAD:
-                self.buf = buf
+            if size and len(buf) <= MAX_RESPONSE_HEAD:
+                self.buf = bytes(buf)
                 return
             resp = None     # closed (the greenlet replays or answers 502), or too large
         else:
             try:
-                resp = policy.parse_response(buf[:end + 4], p.req.method)
+                resp = policy.parse_response(bytes(buf[:end + 4]), p.req.method)
             except FramingError:
                 resp = None
         if resp is None or resp.status < 200 or (resp.framing != LENGTH and resp.framing != NONE):
-            return self.resume(functools.partial(conn.guarded, p.entry, conn.complete, p, len(p.head), buf))
+            return self.resume(functools.partial(conn.guarded, p.entry, conn.complete, p, len(p.head), bytes(buf)))
         req = p.req
 
         runtime = conn.runtime
@@ -270,7 +281,7 @@ class FastPath:
         head = policy.client_head(resp, resp.framing, self.keep, req.minor,
                                   (conn.set_cookie,) if conn.set_cookie else ())
         p.entry.status = resp.status
-        rest = memoryview(buf)[end + 4:]
+        rest = memoryview(buf)[end + 4:]   # no copy: sent before the buffer is read into again
         remaining = resp.content_length if resp.framing == LENGTH else 0
         if len(rest) > remaining:
             self.reusable = False
