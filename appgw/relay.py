@@ -24,6 +24,10 @@ from gevent import get_hub
 from . import sockio
 
 RECV = 65536
+# The callbacks' reads land in one buffer for the whole process: a callback
+# never yields, so what it read is sent on, or copied out, before the next.
+_BUFFER = bytearray(RECV)
+_VIEW = memoryview(_BUFFER)
 LINGER = 0.5   # seconds a pump waits for more bytes before its direction parks
 
 
@@ -119,19 +123,20 @@ class Session:
         A slow reader on the other side gets a greenlet, blocked in sendall
         with the rest (backpressure)."""
         try:
-            data = src._sock.recv(RECV)
+            size = src._sock.recv_into(_BUFFER)
         except BlockingIOError:
             return
         except OSError:
-            data = None
-        if not data:
+            size = None
+        if not size:
             src._read_event.stop()
-            if data is None:
+            if size is None:
                 self.abort("error")
             else:
                 self.end("client close" if upstream else "backend close")
                 self._direction_over(upstream, dst)
             return
+        data = _VIEW[:size]
         if upstream:
             self.last_up = time.monotonic()
         else:
@@ -150,7 +155,7 @@ class Session:
             self.down += sent
         if sent < len(data):
             src._read_event.stop()
-            gevent.spawn_raw(self._pump, upstream, memoryview(data)[sent:])
+            gevent.spawn_raw(self._pump, upstream, bytes(data[sent:]))   # out of the shared buffer
 
     def _pump(self, upstream: bool, unsent=b""):
         """Copy src -> dst while bytes come (after `unsent`, what the other
