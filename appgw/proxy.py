@@ -60,6 +60,8 @@ class Connection:
         self.set_cookie = None
         self.response_started = False
         self.fast = fastpath.FastPath(self) if fastpath.usable(sock) else None
+        # Bounds every send to a client that stops reading (reads set their own).
+        sock.settimeout(self.gateway.client_idle_timeout)
 
     def timer(self, seconds):
         timer = self.timers.get(seconds)
@@ -331,6 +333,7 @@ class Connection:
         try:
             self.response_started = True
             p.upstream.settimeout(p.settings.request_timeout)
+            self.sock.settimeout(self.gateway.client_idle_timeout)
             if unsent:
                 self.send(unsent, p.entry)
             clean = self.relay_rest(remaining, p.upstream, p.entry)
@@ -492,6 +495,7 @@ class Connection:
         if framing == UNTIL_CLOSE and resp.codings:
             raise BackendError(502, "transfer coding an HTTP/1.0 client cannot receive")
         keep = req.keep_alive and framing != UNTIL_CLOSE and not self.runtime.stopping
+        self.sock.settimeout(self.gateway.client_idle_timeout)   # for each send of the answer
         head = client_head(resp, framing, keep, req.minor, (self.set_cookie,) if self.set_cookie else ())
         entry.status = resp.status
         if resp.framing == NONE:

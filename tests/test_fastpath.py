@@ -409,6 +409,32 @@ def test_slow_reader_gets_a_4mib_body_intact_and_the_connection_goes_on(gateway_
         assert not is_closed(sock)
 
 
+def test_a_client_that_stops_reading_is_cut_off_after_client_idle_timeout(gateway_factory, wsgi_backend):
+    # nginx's send_timeout: a client that takes nothing more of an answer for
+    # client_idle_timeout loses the connection instead of holding it (and a
+    # backend connection) for ever.
+    gw = start(gateway_factory, [wsgi_backend.address], idle_timeout=1)
+    n = 8 * MB
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", gw.port()))
+    with sock:
+        warm(sock)
+        sock.sendall(get(f"/bytes?n={n}"))
+        gw.wait_for_output(f"GET /bytes?n={n} HTTP/1.1", stream="stdout", timeout=10)   # it gave up, logged
+        got = 0
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            got += len(piece)
+        assert got < n     # cut off, not delivered late
+    # The gateway goes on serving.
+    with connect(gw) as other:
+        assert warm(other, "/echo?again").startswith(b"{")
+
+
 # --- 6. answers the fast path hands to the greenlet --------------------------------------
 
 BIG = b"x" * 70_000
