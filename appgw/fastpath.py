@@ -16,7 +16,6 @@ sockets are used through their non-blocking kernel objects only.
 """
 import functools
 import logging
-import socket
 
 from gevent import get_hub, getcurrent
 
@@ -24,18 +23,9 @@ from . import policy
 from .balancer import Backend
 from .errors import BackendError, ClientError
 from .http1 import HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE, FramingError
-from .sockio import RECV
+from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV
 
 log = logging.getLogger("appgw")
-
-_PLAIN = socket.socket  # gevent's class once monkey patching has run
-
-# Reads land in one buffer for the whole process, sparing a 64 KiB
-# allocation per read: callbacks never yield, so what is read is sent on,
-# or copied out, before the next read. Large enough for an answer's head
-# and a 64 KiB body in one read.
-_READ_BUFFER = bytearray(4 * RECV)
-_READ_VIEW = memoryview(_READ_BUFFER)
 
 # park() returns this when the greenlet must go on reading a request head.
 READ_ON = object()
@@ -43,7 +33,7 @@ READ_ON = object()
 
 def usable(sock) -> bool:
     """A plain TCP client socket; TLS connections stay on the greenlet path."""
-    return type(sock) is _PLAIN
+    return type(sock) is PLAIN
 
 
 class FastPath:
@@ -83,11 +73,9 @@ class FastPath:
         try:
             return get_hub().switch()
         finally:
-            # Normally already stopped; not when the greenlet is killed.
+            # Normally done already; not when the greenlet is killed.
             self.stop()
-            if self.p is not None:
-                p, self.p = self.p, None
-                self.conn.release(p, False)
+            self.drop_request()
 
     def stop(self):
         if self.reading:
@@ -150,7 +138,7 @@ class FastPath:
 
     def on_client(self):
         try:
-            data = bytes(_READ_VIEW[:self.raw.recv_into(_READ_BUFFER, RECV)])
+            data = bytes(READ_VIEW[:self.raw.recv_into(READ_BUFFER, RECV)])
         except BlockingIOError:
             return
         except OSError:
@@ -189,20 +177,20 @@ class FastPath:
     def begin(self, head):
         """Send the request on a pooled connection, or give it to the greenlet."""
         conn = self.conn
-        endpoint = None
+        req = endpoint = None
         if not conn.runtime.stopping:
             try:
                 req = policy.parse_request(head, conn.gateway.max_body_size)
             except ClientError:
-                req = None      # the greenlet answers it
+                pass            # the greenlet answers it
             if req is not None and req.framing == NONE and not req.websocket:
                 routes = conn.site.listener_for(req.host)
                 backend = routes.route(req.path) if routes is not None else None
                 if type(backend) is Backend:
-                    affinity = conn.affinity(req, backend) if backend.settings.affinity_cookie else None
+                    affinity = conn.affinity(req, backend)
                     endpoint = backend.choose((), affinity)
         if endpoint is None:
-            return self.resume(functools.partial(conn.exchange, head))
+            return self.resume(functools.partial(conn.exchange, head, req))
 
         conn.req = req
         conn.response_started = False
@@ -238,7 +226,7 @@ class FastPath:
     def on_backend(self):
         p = self.p
         try:
-            size = p.upstream._sock.recv_into(_READ_BUFFER)
+            size = p.upstream._sock.recv_into(READ_BUFFER)
         except BlockingIOError:
             return
         except OSError:
@@ -247,18 +235,18 @@ class FastPath:
             if self.resp is None:
                 self.answer_head(p, size)
             else:
-                self.answer_body(p, _READ_VIEW[:size])
+                self.answer_body(p, READ_VIEW[:size])
         except Exception:
             self.crash()
 
     def answer_head(self, p, size):
         conn = self.conn
         if self.buf:
-            buf = self.buf + _READ_VIEW[:size]
+            buf = self.buf + READ_VIEW[:size]
             end = buf.find(HEAD_END)
         else:
-            buf = _READ_VIEW[:size]
-            end = _READ_BUFFER.find(HEAD_END, 0, size)
+            buf = READ_VIEW[:size]
+            end = READ_BUFFER.find(HEAD_END, 0, size)
         if end < 0:
             if size and len(buf) <= MAX_RESPONSE_HEAD:
                 self.buf = bytes(buf)
@@ -269,8 +257,14 @@ class FastPath:
                 resp = policy.parse_response(bytes(buf[:end + 4]), p.req.method)
             except FramingError:
                 resp = None
-        if resp is None or resp.status < 200 or (resp.framing != LENGTH and resp.framing != NONE):
+        if resp is None or resp.status < 200:
+            # Not an answer, or an interim one: the greenlet reads on from here.
             return self.resume(functools.partial(conn.guarded, p.entry, conn.complete, p, len(p.head), bytes(buf)))
+        rest = memoryview(buf)[end + 4:]   # no copy: sent before the buffer is read into again
+        if resp.framing != LENGTH and resp.framing != NONE:
+            # Chunked or until close: the greenlet relays it, head already parsed.
+            return self.resume(functools.partial(conn.guarded, p.entry, conn.complete, p, len(p.head), b"",
+                                                 (resp, bytes(rest))))
         req = p.req
 
         runtime = conn.runtime
@@ -281,7 +275,6 @@ class FastPath:
         head = policy.client_head(resp, resp.framing, self.keep, req.minor,
                                   (conn.set_cookie,) if conn.set_cookie else ())
         p.entry.status = resp.status
-        rest = memoryview(buf)[end + 4:]   # no copy: sent before the buffer is read into again
         remaining = resp.content_length if resp.framing == LENGTH else 0
         if len(rest) > remaining:
             self.reusable = False
@@ -309,9 +302,9 @@ class FastPath:
         except OSError:
             sent = 0
         p.entry.sent += sent
-        total = len(first) + len(second)
-        if sent < total:
-            unsent = (bytes(first) + bytes(second))[sent:]
+        if sent < len(first) + len(second):
+            # Copied out of the shared read buffer: the greenlet sends it later.
+            unsent = bytes(first[sent:]) + bytes(second) if sent < len(first) else bytes(second[sent - len(first):])
             return self.resume(functools.partial(
                 self.conn.guarded, p.entry, self.conn.complete_body, p, self.keep, self.reusable,
                 unsent, self.remaining))
@@ -343,7 +336,10 @@ class FastPath:
     def abandon(self):
         """End the connection, and the request in flight if there is one."""
         self.stop()
+        self.drop_request()
+        self.resume(None)
+
+    def drop_request(self):
         p, self.p = self.p, None
         if p is not None:
             self.conn.release(p, False)
-        self.resume(None)

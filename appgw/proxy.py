@@ -161,11 +161,12 @@ class Connection:
 
     # -- one request ---------------------------------------------------------
 
-    def exchange(self, head: bytes) -> bool:
-        """Serve one request; True when the connection may carry another."""
+    def exchange(self, head: bytes, req=None) -> bool:
+        """Serve one request; True when the connection may carry another.
+        `req`: the head as the fast path parsed it already, if it did."""
         entry = Entry(self.client_ip, self.site.listeners[0].listener.name)
         entry.received = len(head)
-        self.req = None
+        self.req = req
         self.response_started = False
         return self.guarded(entry, self.dispatch, head, entry)
 
@@ -180,7 +181,9 @@ class Connection:
 
     def dispatch(self, head, entry):
         runtime = self.runtime
-        req = self.req = parse_request(head, self.gateway.max_body_size)
+        req = self.req
+        if req is None:
+            req = self.req = parse_request(head, self.gateway.max_body_size)
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(entry, req)
         routes = self.site.listener_for(req.host)
@@ -294,6 +297,7 @@ class Connection:
             host = req.host
         head = backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
         endpoint.active += 1
+        upstream.settimeout(settings.request_timeout)   # each wait for the answer (greenlet path)
         return Pending(req, head, settings, backend.pool.name, endpoint, upstream, entry)
 
     def release(self, p, reusable):
@@ -308,14 +312,15 @@ class Connection:
         endpoint, upstream = self.open_upstream(req, backend, entry, chosen)
         return self.complete(self.pending(req, routes, backend, endpoint, upstream, entry))
 
-    def complete(self, p, sent=0, partial=b"") -> bool:
+    def complete(self, p, sent=0, partial=b"", answer=None) -> bool:
         """Send the request (its head's first `sent` bytes are out already),
-        read the answer (`partial`: its first bytes, already read), relay
-        it, and pool or close the backend connection. The fast path resumes
-        here when a request or answer needs more than it handles."""
+        read the answer (`partial`: its first bytes, already read; `answer`:
+        its head parsed and the bytes after it), relay it, and pool or close
+        the backend connection. The fast path resumes here when a request
+        or answer needs more than it handles."""
         reusable = False
         try:
-            resp, rest = self.send_and_read(p, sent, partial)
+            resp, rest = answer or self.send_and_read(p, sent, partial)
             self.runtime.stats.backend_seconds[p.pool].observe(p.elapsed())
             keep, reusable = self.relay_response(p.req, resp, rest, p.upstream, p.entry)
             # Some servers (gevent's pywsgi among them) send a body after a HEAD
@@ -332,7 +337,6 @@ class Connection:
         clean = False
         try:
             self.response_started = True
-            p.upstream.settimeout(p.settings.request_timeout)
             self.sock.settimeout(self.gateway.client_idle_timeout)
             if unsent:
                 self.send(unsent, p.entry)
@@ -357,7 +361,6 @@ class Connection:
         proxy_next_upstream does for errors; a timeout (504) is not retried.
         p.upstream is then the new connection."""
         req = p.req
-        p.upstream.settimeout(p.settings.request_timeout)
         try:
             if sent < len(p.head):
                 self.send_request(req, p.head[sent:] if sent else p.head, p.upstream, p.entry)

@@ -23,11 +23,8 @@ from gevent import get_hub
 
 from . import sockio
 
-RECV = 65536
-# The callbacks' reads land in one buffer for the whole process: a callback
-# never yields, so what it read is sent on, or copied out, before the next.
-_BUFFER = bytearray(RECV)
-_VIEW = memoryview(_BUFFER)
+from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV
+
 LINGER = 0.5   # seconds a pump waits for more bytes before its direction parks
 
 
@@ -49,7 +46,6 @@ def _wait_readable(sock, timer):
         return False
     finally:
         timer.stop()
-_PLAIN = socket.socket  # gevent's class once monkey patching has run
 
 
 class Session:
@@ -98,7 +94,7 @@ class Session:
     def _park(self, upstream: bool):
         """No greenlet waits: the read watcher calls back when bytes arrive."""
         src = self.client if upstream else self.backend
-        if type(src) is not _PLAIN and src._sslobj is not None and src._sslobj.pending():
+        if type(src) is not PLAIN and src._sslobj is not None and src._sslobj.pending():
             # Decrypted bytes already wait inside TLS: the socket will not
             # become readable for them.
             gevent.spawn_raw(self._pump, upstream)
@@ -110,7 +106,7 @@ class Session:
 
     def _wake(self, upstream):
         src, dst = (self.client, self.backend) if upstream else (self.backend, self.client)
-        if type(src) is _PLAIN and type(dst) is _PLAIN:
+        if type(src) is PLAIN and type(dst) is PLAIN:
             self._copy_now(upstream, src, dst)
             return
         src._read_event.stop()
@@ -123,7 +119,7 @@ class Session:
         A slow reader on the other side gets a greenlet, blocked in sendall
         with the rest (backpressure)."""
         try:
-            size = src._sock.recv_into(_BUFFER)
+            size = src._sock.recv_into(READ_BUFFER, RECV)
         except BlockingIOError:
             return
         except OSError:
@@ -136,7 +132,7 @@ class Session:
                 self.end("client close" if upstream else "backend close")
                 self._direction_over(upstream, dst)
             return
-        data = _VIEW[:size]
+        data = READ_VIEW[:size]
         if upstream:
             self.last_up = time.monotonic()
         else:
@@ -259,7 +255,7 @@ class Session:
 
 def _read_now(sock):
     """Bytes available now, b"" at the end of the stream, None when nothing is there."""
-    if type(sock) is _PLAIN:
+    if type(sock) is PLAIN:
         try:
             return sock._sock.recv(RECV)
         except BlockingIOError:

@@ -11,8 +11,15 @@ import socket
 
 from gevent import get_hub, getcurrent
 
-_PLAIN = socket.socket  # gevent's class once monkey patching has run
+PLAIN = socket.socket   # gevent's class once monkey patching has run
 RECV = 65536            # bytes asked of the kernel per read
+
+# Reads made in event-loop callbacks (the HTTP fast path, the WebSocket
+# relay) land in one buffer for the whole process, sparing an allocation per
+# read: a callback never yields, so what it read is sent on, or copied out,
+# before the next read. Large enough for an answer's head and a 64 KiB body.
+READ_BUFFER = bytearray(4 * RECV)
+READ_VIEW = memoryview(READ_BUFFER)
 
 
 class Timer:
@@ -34,7 +41,7 @@ def _expire(glet):
 
 def sendall(sock, data):
     """Send everything; on a plain socket one syscall when the buffer has room."""
-    if type(sock) is _PLAIN:
+    if type(sock) is PLAIN:
         try:
             sent = sock._sock.send(data)
         except BlockingIOError:
@@ -47,7 +54,7 @@ def sendall(sock, data):
 
 def send_parts(sock, head, body):
     """Send head then body; on a plain socket with one sendmsg and no copy."""
-    if type(sock) is not _PLAIN:
+    if type(sock) is not PLAIN:
         sock.sendall(head + body)
         return
     try:
@@ -66,7 +73,7 @@ def recv_after_wait(sock, size, timer: Timer):
     a request just sent, the next request after an answer): wait for
     readability first, saving the syscall that would fail. Raises
     socket.timeout when nothing came within `timer.seconds`."""
-    if type(sock) is not _PLAIN:
+    if type(sock) is not PLAIN:
         sock.settimeout(timer.seconds)
         return sock.recv(size)
     watcher = timer.watcher
@@ -85,7 +92,7 @@ def recv_after_wait(sock, size, timer: Timer):
 
 def recv(sock, size):
     """recv for a read that often finds data already there (a body in flight)."""
-    if type(sock) is _PLAIN:
+    if type(sock) is PLAIN:
         try:
             return sock._sock.recv(size)
         except BlockingIOError:
