@@ -316,6 +316,85 @@ class GatewayFactory:
         self.started.clear()
 
 
+# Backend settings "settings" with probe "probe" (GET /health every 30 s),
+# for configs written out in full.
+SETTINGS_AND_PROBE = """
+[[backend_settings]]
+name = "settings"
+request_timeout = 5
+connect_timeout = 2
+probe = "probe"
+
+[[probes]]
+name = "probe"
+path = "/health"
+interval = 30
+timeout = 2
+"""
+
+
+def gateway_config(servers=(), app="", gateway="", settings="", pool="",
+                   listener_name="web", rule_name="main", header_timeout=5,
+                   idle_timeout=5, request_timeout=5, probe_port=0, probe_timeout=2,
+                   probe_interval=30, admin=False, access_log="-"):
+    """One http listener -> one rule -> one pool of ``servers``, on ``{port}``
+    (start it with ``gateway_factory(text, port=free_port())``).
+
+    The probe asks /health (the test backends answer 404 on /), so the
+    servers are healthy as soon as the first probe answers. Faulty backends
+    would fail their probe: ``probe_port`` sends it to a healthy backend
+    instead, so that the fault under test is met by real traffic.
+    ``admin``: the admin endpoint on a free port (for /metrics and
+    /backend-health), else none.
+    """
+    server_list = ", ".join(f'"{s}"' for s in servers)
+    admin_bind = f"127.0.0.1:{free_port()}" if admin else ""
+    return f"""
+[gateway]
+admin_bind = "{admin_bind}"
+access_log = "{access_log}"
+client_header_timeout = {header_timeout}
+client_idle_timeout = {idle_timeout}
+{gateway}
+
+[[listeners]]
+name = "{listener_name}"
+bind = "127.0.0.1:{{port}}"
+protocol = "http"
+
+[[backend_pools]]
+name = "pool"
+servers = [{server_list}]
+{f'app = "{app}"' if app else ""}
+{pool}
+
+[[backend_settings]]
+name = "settings"
+request_timeout = {request_timeout}
+connect_timeout = 2
+probe = "probe"
+{settings}
+
+[[probes]]
+name = "probe"
+path = "/health"
+port = {probe_port}
+interval = {probe_interval}
+timeout = {probe_timeout}
+
+[[rules]]
+name = "{rule_name}"
+listener = "{listener_name}"
+backend_pool = "pool"
+backend_settings = "settings"
+"""
+
+
+def connect(gw, timeout=5):
+    """A client socket to the gateway's first listener."""
+    return socket.create_connection(("127.0.0.1", gw.port()), timeout=timeout)
+
+
 def run_appgw(*args, timeout=30, cwd=None):
     """Runs ``bin/appgw ARGS`` to completion (``--check``, ``--version``, bad configs)."""
     return subprocess.run([sys.executable, str(APPGW), *map(str, args)], cwd=cwd,

@@ -28,8 +28,8 @@ from collections import Counter, namedtuple
 
 import pytest
 
-from harness import pattern_bytes, read_http_response, socket_reader
-from test_proxy_http import connect, is_closed, start
+from harness import connect, pattern_bytes, read_http_response, socket_reader
+from test_proxy_http import is_closed, start
 
 MB = 1024 * 1024
 

@@ -31,71 +31,16 @@ import requests
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import (BACKENDS, PATTERN, free_port, open_fds, read_http_response, rss_kb,
-                     wait_until)
+from harness import (BACKENDS, PATTERN, connect, free_port, gateway_config, open_fds,
+                     read_http_response, rss_kb, wait_until)
 
 MB = 1024 * 1024
 
 
 # --- configuration ------------------------------------------------------------------
 
-def gateway_config(servers, admin=False, header_timeout=5, idle_timeout=5,
-                   request_timeout=5, gateway="", settings="", probe_port=0,
-                   probe_interval=30):
-    """One http listener "web" -> rule "main" -> pool "pool" of ``servers``.
-
-    Probes ask /health of each server (or of ``probe_port``, a healthy backend,
-    when the server under test is a faulty one that would fail its probe).
-    ``admin``: the admin endpoint on a free port (for /metrics and
-    /backend-health), else none.
-    """
-    server_list = ", ".join(f'"{s}"' for s in servers)
-    admin_bind = f"127.0.0.1:{free_port()}" if admin else ""
-    return f"""
-[gateway]
-admin_bind = "{admin_bind}"
-access_log = ""
-client_header_timeout = {header_timeout}
-client_idle_timeout = {idle_timeout}
-{gateway}
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:{free_port()}"
-protocol = "http"
-
-[[backend_pools]]
-name = "pool"
-servers = [{server_list}]
-
-[[backend_settings]]
-name = "settings"
-request_timeout = {request_timeout}
-connect_timeout = 2
-probe = "probe"
-{settings}
-
-[[probes]]
-name = "probe"
-path = "/health"
-port = {probe_port}
-interval = {probe_interval}
-timeout = 2
-
-[[rules]]
-name = "main"
-listener = "web"
-backend_pool = "pool"
-backend_settings = "settings"
-"""
-
-
 def start(gateway_factory, servers, **kwargs):
-    return gateway_factory(gateway_config(servers, **kwargs))
-
-
-def connect(gw, timeout=5):
-    return socket.create_connection(("127.0.0.1", gw.port()), timeout=timeout)
+    return gateway_factory(gateway_config(servers, access_log="", **kwargs), port=free_port())
 
 
 def metrics(gw):

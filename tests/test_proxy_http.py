@@ -14,62 +14,10 @@ import time
 import pytest
 import requests
 
-from harness import (GatewayFactory, free_port, pattern_bytes, raw_request,
+from harness import (GatewayFactory, connect, free_port, gateway_config, pattern_bytes, raw_request,
                      read_http_response, rss_kb, wait_until)
 
 MB = 1024 * 1024
-
-
-def gateway_config(servers=(), app="", gateway="", settings="", pool="",
-                   listener_name="web", rule_name="main", header_timeout=5,
-                   idle_timeout=5, request_timeout=5, probe_port=0, probe_timeout=2):
-    """One http listener -> one rule -> one pool of ``servers``.
-
-    The probe asks /health (the test backends answer 404 on /), so the
-    servers are healthy as soon as the first probe answers. Faulty backends
-    would fail their probe: ``probe_port`` sends it to a healthy backend
-    instead, so that the fault under test is met by real traffic.
-    """
-    server_list = ", ".join(f'"{s}"' for s in servers)
-    return f"""
-[gateway]
-admin_bind = ""
-access_log = "-"
-client_header_timeout = {header_timeout}
-client_idle_timeout = {idle_timeout}
-{gateway}
-
-[[listeners]]
-name = "{listener_name}"
-bind = "127.0.0.1:{{port}}"
-protocol = "http"
-
-[[backend_pools]]
-name = "pool"
-servers = [{server_list}]
-{f'app = "{app}"' if app else ""}
-{pool}
-
-[[backend_settings]]
-name = "settings"
-request_timeout = {request_timeout}
-connect_timeout = 2
-probe = "probe"
-{settings}
-
-[[probes]]
-name = "probe"
-path = "/health"
-port = {probe_port}
-interval = 30
-timeout = 2
-
-[[rules]]
-name = "{rule_name}"
-listener = "{listener_name}"
-backend_pool = "pool"
-backend_settings = "settings"
-"""
 
 
 def start(gateway_factory, servers=(), **kwargs):
@@ -91,10 +39,6 @@ def gw(tmp_path_factory, wsgi_backend):
     factory = GatewayFactory(tmp_path_factory.mktemp("shared-gw"))
     yield start(factory, [wsgi_backend.address])
     factory.stop_all()
-
-
-def connect(gw, timeout=5):
-    return socket.create_connection(("127.0.0.1", gw.port()), timeout=timeout)
 
 
 def header_values(info, name):

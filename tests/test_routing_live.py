@@ -11,21 +11,9 @@ import socket
 import pytest
 import requests
 
-from harness import BackendFactory, GatewayFactory, free_port, raw_request, read_http_response
+from harness import (SETTINGS_AND_PROBE, BackendFactory, GatewayFactory, free_port, raw_request,
+                     read_http_response)
 
-SETTINGS_AND_PROBE = """
-[[backend_settings]]
-name = "settings"
-request_timeout = 5
-connect_timeout = 2
-probe = "probe"
-
-[[probes]]
-name = "probe"
-path = "/health"
-interval = 30
-timeout = 2
-"""
 
 GATEWAY = """
 [gateway]

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from harness import BackendFactory, GatewayFactory, free_port, make_cert, read_http_response
+from harness import SETTINGS_AND_PROBE, BackendFactory, GatewayFactory, free_port, make_cert, read_http_response
 
 GATEWAY = """
 [gateway]
@@ -17,19 +17,6 @@ access_log = "-"
 client_header_timeout = {header_timeout}
 """
 
-PLAIN_SETTINGS = """
-[[backend_settings]]
-name = "settings"
-request_timeout = 5
-connect_timeout = 2
-probe = "probe"
-
-[[probes]]
-name = "probe"
-path = "/health"
-interval = 30
-timeout = 2
-"""
 
 
 def https_listener(name, bind, cert, host_names="[]"):
@@ -85,7 +72,7 @@ def https_gateway(tmp_path_factory, wsgi_backend, certs):
     """One https listener in front of the session backend, shared by the module."""
     factory = GatewayFactory(tmp_path_factory.mktemp("https-gw"))
     text = (GATEWAY + https_listener("secure", "127.0.0.1:{port}", certs) +
-            pool("app", wsgi_backend.address) + PLAIN_SETTINGS + rule("main", "secure", "app"))
+            pool("app", wsgi_backend.address) + SETTINGS_AND_PROBE + rule("main", "secure", "app"))
     yield factory(text, port=free_port(), header_timeout=1.5)
     factory.stop_all()
 
@@ -184,7 +171,7 @@ def sni_gateway(tmp_path_factory):
     bind = "127.0.0.1:{port}"
     text = (GATEWAY + https_listener("a", bind, cert_a, '["a.test"]') +
             https_listener("b", bind, cert_b, '["b.test"]') +
-            https_listener("w", bind, cert_w, '["*.wild.test"]') + PLAIN_SETTINGS +
+            https_listener("w", bind, cert_w, '["*.wild.test"]') + SETTINGS_AND_PROBE +
             "".join(pool(n, b.address) for n, b in backends.items()) +
             rule("ra", "a", "A") + rule("rb", "b", "B") + rule("rw", "w", "W"))
     gw = gateway_factory(text, port=free_port(), header_timeout=2)
