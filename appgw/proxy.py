@@ -297,7 +297,6 @@ class Connection:
             host = req.host
         head = backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
         endpoint.active += 1
-        upstream.settimeout(settings.request_timeout)   # each wait for the answer (greenlet path)
         return Pending(req, head, settings, backend.pool.name, endpoint, upstream, entry)
 
     def release(self, p, reusable):
@@ -374,7 +373,6 @@ class Connection:
         except (OSError, ValueError) as exc:
             p.endpoint.connect_failed(exc)
             raise BackendError(502, "backend connection failed: %s" % exc) from None
-        p.upstream.settimeout(p.settings.request_timeout)
         self.send_request(req, p.head, p.upstream, p.entry)
         return self.read_response_head(req, p.upstream, p.entry)
 

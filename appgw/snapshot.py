@@ -32,12 +32,14 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
                 if settings.protocol == "https" else None
             if kind == "unix":
                 found = Endpoint(key, label, path=where, tls=tls, connect_timeout=settings.connect_timeout,
+                                 request_timeout=settings.request_timeout,
                                  healthy_threshold=probe.healthy_threshold,
                                  unhealthy_threshold=probe.unhealthy_threshold)
             else:
                 host, port = where
                 found = Endpoint(key, label, host=host, port=port or settings.port, tls=tls,
                                  connect_timeout=settings.connect_timeout,
+                                 request_timeout=settings.request_timeout,
                                  healthy_threshold=probe.healthy_threshold,
                                  unhealthy_threshold=probe.unhealthy_threshold)
                 found.label = "%s:%d" % (host if ":" not in host else "[%s]" % host, found.port)

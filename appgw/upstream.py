@@ -34,10 +34,10 @@ class Endpoint:
     count of requests in flight (least_connections) and the idle connections."""
 
     __slots__ = ("key", "label", "host", "port", "path", "tls", "server_hostname",
-                 "address_host", "connect_timeout", "health", "active", "idle", "sessions", "cookie")
+                 "address_host", "connect_timeout", "request_timeout", "health", "active", "idle", "sessions", "cookie")
 
     def __init__(self, key, label, *, host="", port=0, path="", tls=None, connect_timeout=5.0,
-                 healthy_threshold=1, unhealthy_threshold=3):
+                 request_timeout=20.0, healthy_threshold=1, unhealthy_threshold=3):
         self.key = key
         self.label = label            # shown in logs and /backend-health
         self.host, self.port, self.path = host, port, path
@@ -49,6 +49,7 @@ class Endpoint:
         self.address_host = (host if ":" not in host else "[%s]" % host) + ("" if port in (80, 443) else ":%d" % port) \
             if host else "localhost"
         self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
         self.health = HealthState(label, healthy_threshold, unhealthy_threshold)
         self.active = 0
         self.idle = []
@@ -72,6 +73,9 @@ class Endpoint:
             except BaseException:
                 sock.close()
                 raise
+        # Each wait for an answer from now on, for the connection's life: an
+        # endpoint belongs to one backend settings.
+        sock.settimeout(self.request_timeout)
         return sock
 
     def checkout(self, check=True):
