@@ -19,7 +19,7 @@ import logging
 
 from gevent import get_hub, getcurrent
 
-from . import policy
+from . import coalesce, policy
 from .balancer import Backend
 from .errors import BackendError, ClientError
 from .http1 import HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE, FramingError
@@ -29,6 +29,10 @@ log = logging.getLogger("appgw")
 
 # park() returns this when the greenlet must go on reading a request head.
 READ_ON = object()
+
+# Answers up to this size wait for the end of the loop iteration to be sent
+# (see coalesce); larger ones go at once, from the read buffer, uncopied.
+HELD_BODY = 16384
 
 
 def usable(sock) -> bool:
@@ -203,18 +207,30 @@ class FastPath:
             return self.resume(functools.partial(conn.guarded, entry, conn.forward, req, routes, backend, entry,
                                                  endpoint))
         conn.chose(backend, endpoint, affinity, entry)
-        p = self.p = conn.pending(req, routes, backend, endpoint, upstream, entry)
+        self.p = conn.pending(req, routes, backend, endpoint, upstream, entry)
+        coalesce.later(self.send_request, self.p)
+
+    def send_request(self, p):
+        if self.p is not p:
+            return      # the connection ended first
         try:
-            sent = upstream._sock.send(p.head)
+            sent = p.upstream._sock.send(p.head)
         except OSError:
             sent = 0
-        if sent < len(p.head):
-            # A full buffer or a dead pooled connection: the greenlet sends
-            # the rest, and replays the request if the connection is gone.
-            return self.resume(functools.partial(conn.guarded, entry, conn.complete, p, sent))
+        try:
+            if sent < len(p.head):
+                # A full buffer or a dead pooled connection: the greenlet sends
+                # the rest, and replays the request if the connection is gone.
+                return self.resume(functools.partial(self.conn.guarded, p.entry, self.conn.complete, p, sent))
+            self.awaiting(p)
+        except Exception:
+            self.crash()
+
+    def awaiting(self, p):
+        """The request is out: wait for the answer, within request_timeout."""
         self.buf = b""
         self.resp = None
-        upstream._read_event.start(self.on_backend)
+        p.upstream._read_event.start(self.on_backend)
         self.since = self.loop.now()
         if p.settings.request_timeout < self.tick:
             self.tick = p.settings.request_timeout
@@ -282,7 +298,22 @@ class FastPath:
         self.resp = resp
         self.remaining = remaining - len(rest)
         conn.response_started = True
-        self.to_client(p, head, rest)
+        if self.remaining or len(rest) > HELD_BODY:
+            return self.to_client(p, head, rest)
+        # A whole answer, and small: it goes out with the burst's other sends
+        # (copied: the read buffer is read into again before then). Nothing
+        # more is read from the backend meanwhile.
+        p.upstream._read_event.stop()
+        coalesce.later(self.send_answer, (p, head, bytes(rest)))
+
+    def send_answer(self, args):
+        p, head, body = args
+        if self.p is not p:
+            return      # the connection ended first
+        try:
+            self.to_client(p, head, body)
+        except Exception:
+            self.crash()
 
     def answer_body(self, p, data):
         if not data:

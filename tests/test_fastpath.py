@@ -581,6 +581,38 @@ def test_client_leaving_mid_request_does_not_disturb_the_next_client(gateway_fac
         assert (status, json.loads(body)["query"]) == (200, "late")
 
 
+def test_a_burst_over_many_warm_connections_gives_each_client_its_own_answers(gateway_factory,
+                                                                            wsgi_backend):
+    """Requests that arrive together are sent on, and answered, together at
+    the end of the loop iteration (appgw/coalesce.py). Each answer must still
+    reach its own client, also when a client of the burst resets its
+    connection before its answer is out."""
+    gw = start(gateway_factory, [wsgi_backend.address])
+    clients = [connect(gw) for _ in range(20)]
+    try:
+        # Warmed together, so that each has a pooled backend connection to take.
+        for sock in clients:
+            sock.sendall(get("/echo"))
+        for sock in clients:
+            assert read_http_response(sock)[0] == 200
+        for burst in range(5):
+            quitter = clients[burst]
+            for i, sock in enumerate(clients):
+                sock.sendall(get(f"/echo?c={i}&b={burst}"))
+            quitter.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            quitter.close()     # RST, with its request in flight
+            clients[burst] = connect(gw)
+            for i, sock in enumerate(clients):
+                if i == burst:
+                    continue
+                status, _, body = read_http_response(sock)
+                assert (status, json.loads(body)["query"]) == (200, f"c={i}&b={burst}")
+            warm(clients[burst])
+    finally:
+        for sock in clients:
+            sock.close()
+
+
 # --- 7. backends that close their keep-alive connections ---------------------------------
 
 @pytest.mark.parametrize("mode", ["fin-after-each", "idle-fin-50ms", "idle-rst-50ms"])
