@@ -22,23 +22,28 @@ class FramingError(ValueError):
 
 
 class _HeadCollector:
-    """httptools callbacks: keep the target and the header list in order."""
+    """httptools callbacks: keep the target and the header list in order,
+    and whether the message ended with its head (no body follows)."""
 
-    __slots__ = ("url", "headers")
+    __slots__ = ("url", "headers", "complete")
     # httptools looks every callback up when a parser is made; a missing one
     # costs an AttributeError each time, a None is skipped cheaply.
     on_message_begin = on_status = on_headers_complete = on_body = None
-    on_message_complete = on_chunk_header = on_chunk_complete = None
+    on_chunk_header = on_chunk_complete = None
 
     def __init__(self):
         self.url = b""
         self.headers = []
+        self.complete = False
 
     def on_url(self, url):
         self.url += url
 
     def on_header(self, name, value):
         self.headers.append((name, value))
+
+    def on_message_complete(self):
+        self.complete = True
 
 
 def _feed(parser_class, head):
@@ -55,10 +60,36 @@ def _feed(parser_class, head):
     return collector, parser
 
 
-def parse_head(head: bytes):
-    """(target, headers) of one complete request head."""
-    collector, _ = _feed(httptools.HttpRequestParser, head)
-    return collector.url, collector.headers
+class _RequestHeads:
+    """One llhttp request parser, kept while the heads it is fed end their
+    messages: after a message with no body llhttp is back at the start of
+    the next one, as on a keep-alive connection, and making a parser (with
+    its callback lookups) costs more than feeding it a head."""
+
+    def __init__(self):
+        self.collector = self.parser = None
+
+    def parse(self, head):
+        collector, parser = self.collector, self.parser
+        if parser is not None:
+            self.parser = None      # taken; given back below when reusable
+            collector.url, collector.headers = b"", []
+            try:
+                parser.feed_data(head)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                # llhttp may refuse what follows a message it was told ends
+                # the connection: only a fresh parser's verdict counts.
+                parser = None
+        if parser is None:
+            collector, parser = _feed(httptools.HttpRequestParser, head)
+        if collector.complete:
+            collector.complete = False
+            self.collector, self.parser = collector, parser
+        return collector.url, collector.headers
+
+
+# parse_head(head) -> (target, headers) of one complete request head.
+parse_head = _RequestHeads().parse
 
 
 def parse_response_head(head: bytes):

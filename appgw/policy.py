@@ -27,8 +27,11 @@ class Request:
     __slots__ = (
         "method", "target", "minor", "headers", "host", "path", "query",
         "keep_alive", "framing", "content_length", "expect_continue",
-        "websocket", "drop", "forwarded_for", "head_size",
+        "websocket", "drop", "forwarded_for", "head_size", "passed",
     )
+    # passed: the "Name: value" lines a backend gets as they are, made while
+    # the fields were read (every field the gateway reads is one it drops or
+    # rewrites); names that Connection lists are taken out later.
 
     @property
     def idempotent(self):
@@ -50,7 +53,8 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
     line = grammar.REQUEST_LINE.match(head)
     if line is None:
         raise ClientError(400, "malformed request line")
-    method, target, minor = line.group(1), line.group(2), int(line.group(3))
+    method, target, minor = line.groups()
+    minor = 1 if minor == b"1" else 0
     if method == b"CONNECT":
         raise ClientError(405, "CONNECT is not supported")
     if method == b"PRI":
@@ -62,11 +66,14 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
 
     req = Request()
     req.method, req.minor, req.headers, req.head_size = method, minor, headers, len(head)
-    hosts, lengths, codings, connection, upgrade = [], [], [], [], []
+    hosts, lengths, codings, connection, upgrade, passed = [], [], [], [], [], []
     expect = forwarded_for = None
     for name, value in headers:
-        field = _REQUEST_FIELDS.get(name.lower())
+        lname = name.lower()
+        field = _REQUEST_FIELDS.get(lname)
         if field is None:
+            if lname not in _NOT_PASSED:
+                passed.append(name + b": " + value)
             continue
         if field == _HOST:
             hosts.append(value)
@@ -93,8 +100,9 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
     req.websocket = bool(upgrade) and method == b"GET" and b"websocket" in upgrade and b"upgrade" in connection
     if req.websocket and req.framing != NONE:
         raise ClientError(400, "WebSocket upgrade with a body")
-    req.drop = HOP_BY_HOP.union(connection) if connection else HOP_BY_HOP
+    req.drop = HOP_BY_HOP.union(connection) if connection and connection != _KEEP_ALIVE else HOP_BY_HOP
     req.forwarded_for = forwarded_for
+    req.passed = passed
     return req
 
 
@@ -103,6 +111,7 @@ _HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _EXPECT, _FORWARDED_FOR = range(
 _REQUEST_FIELDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CODING,
                    b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"expect": _EXPECT,
                    b"x-forwarded-for": _FORWARDED_FOR}
+_NOT_PASSED = HOP_BY_HOP | GATEWAY_SET
 
 
 def _set_target(req, target, hosts):
@@ -162,15 +171,8 @@ def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip
 
     Hop-by-hop headers and the names Connection lists are dropped first; the
     X-Forwarded-* headers are added after, so a client cannot strip them."""
-    drop = req.drop
     lines = [b"%s %s HTTP/1.1" % (req.method, req.target), b"Host: " + host]
-    for name, value in req.headers:
-        lname = name.lower()
-        if lname in drop or lname in GATEWAY_SET or lname == b"host" or lname == b"x-forwarded-for":
-            continue
-        if lname == b"content-length":
-            continue
-        lines.append(name + b": " + value)
+    lines += req.passed if req.drop is HOP_BY_HOP else _without(req.passed, req.drop)
     if req.websocket:
         lines.append(b"Upgrade: websocket")
         lines.append(b"Connection: Upgrade")
@@ -189,6 +191,11 @@ def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip
     return b"\r\n".join(lines)
 
 
+def _without(lines, names):
+    """The "Name: value" lines whose name is not in `names` (lower case)."""
+    return [line for line in lines if line[:line.index(b":")].lower() not in names]
+
+
 def cookie_value(headers, name: bytes):
     """The value of cookie `name` in the request's Cookie headers, or None."""
     prefix = name + b"="
@@ -205,7 +212,7 @@ class Response:
     """A backend's answer head: status, framing and the headers to pass on."""
 
     __slots__ = ("minor", "status", "headers", "framing", "content_length", "keep_alive", "reason", "bodiless",
-                 "drop", "codings")
+                 "drop", "codings", "passed")
     # content_length: the backend's Content-Length, or None when it sent none.
     # For HEAD and 304 it describes the entity, not this message, and is kept.
 
@@ -221,10 +228,13 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
     resp.minor, resp.status, resp.headers = minor, status, headers
     resp.reason = head[13:head.index(b"\r\n")]   # after "HTTP/1.x NNN ", which llhttp checked
     length = None
-    codings, connection = [], ()
+    codings, connection, passed = [], (), []
     for name, value in headers:
-        field = _RESPONSE_FIELDS.get(name.lower())
+        lname = name.lower()
+        field = _RESPONSE_FIELDS.get(lname)
         if field is None:
+            if lname not in HOP_BY_HOP:
+                passed.append(name + b": " + value)
             continue
         if field == _LENGTH:
             value = value.strip()
@@ -240,6 +250,7 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
     else:
         resp.keep_alive = b"keep-alive" in connection
     resp.drop = HOP_BY_HOP.union(connection) if connection and connection != _KEEP_ALIVE else HOP_BY_HOP
+    resp.passed = passed
     resp.content_length = None
     if length is not None:
         if not length.isdigit() or len(length) > 18:
@@ -278,13 +289,8 @@ def _connection_tokens(value):
 def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: int, extra=()) -> bytes:
     """The head sent to the client: the backend's headers less hop-by-hop ones,
     with framing and Connection set for this client connection."""
-    drop = resp.drop
     lines = [b"HTTP/1.%d %d %s" % (client_minor, resp.status, resp.reason)]
-    for name, value in resp.headers:
-        lname = name.lower()
-        if lname in drop or lname == b"content-length":
-            continue
-        lines.append(name + b": " + value)
+    lines += resp.passed if resp.drop is HOP_BY_HOP else _without(resp.passed, resp.drop)
     if framing == CHUNKED:
         lines.append(b"Transfer-Encoding: " + b", ".join(resp.codings + [b"chunked"]))
     elif resp.content_length is not None and resp.status != 204:
