@@ -197,6 +197,36 @@ def test_parse_head_keeps_order_and_spelling():
     assert headers == [(b"Host", b"x"), (b"x-Mixed-CASE", b"1"), (b"A", b"2")]
 
 
+def test_parse_head_judges_each_head_alone_whatever_came_before():
+    """parse_head keeps one llhttp parser while heads end their messages; a
+    head must get the same verdict after any other head as on its own."""
+    plain = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = b"GET /bad HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"
+    # Not a request (no method ABCDGET); it would read as one to a parser
+    # still waiting for the 4-byte body of the head before.
+    smuggled = b"ABCDGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    before = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",     # llhttp: no message may follow
+        b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n",    # a body would follow
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        bad,
+    ]
+    for head in before:
+        try:
+            parse_head(head)
+        except FramingError:
+            assert head is bad
+        with pytest.raises(FramingError):
+            parse_head(smuggled)
+        assert parse_head(plain) == (b"/next", [(b"Host", b"x")])
+        with pytest.raises(FramingError):
+            parse_head(bad)
+        assert parse_head(plain) == (b"/next", [(b"Host", b"x")])
+
+
 def test_parse_head_raises_framing_error():
     with pytest.raises(FramingError):
         parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n")
