@@ -5,7 +5,9 @@ its socket's read watcher waits instead. A request that needs nothing
 unusual (no body, no upgrade, a backend pool with a pooled plain
 connection, an answer framed by Content-Length) is then served from the
 watchers' callbacks in the hub: read, parse, send, read, send. That halves
-the CPU a request costs compared with a greenlet waking for each read.
+the CPU a request costs compared with a greenlet waking for each read. The
+request, and an answer that came whole and small, are sent at the end of the
+loop iteration with the other sends of the burst (appgw/coalesce.py).
 
 Everything else wakes the connection's greenlet with a continuation, and
 proxy.Connection carries on from exactly where the request stands: before
@@ -208,6 +210,7 @@ class FastPath:
                                                  endpoint))
         conn.chose(backend, endpoint, affinity, entry)
         self.p = conn.pending(req, routes, backend, endpoint, upstream, entry)
+        self.since = self.loop.now()    # request_timeout runs from here
         coalesce.later(self.send_request, self.p)
 
     def send_request(self, p):
@@ -231,7 +234,6 @@ class FastPath:
         self.buf = b""
         self.resp = None
         p.upstream._read_event.start(self.on_backend)
-        self.since = self.loop.now()
         if p.settings.request_timeout < self.tick:
             self.tick = p.settings.request_timeout
             self.timer.stop()
