@@ -353,7 +353,9 @@ class FastPath:
         conn.release(p, self.reusable)
         conn.log(p.entry)
         conn.served += 1
-        if not self.keep:
+        if not self.keep or conn.runtime.stopping:
+            # Stopping: the stop's sweep of idle connections may have passed
+            # this one while its answer was on the way (or held).
             return self.resume(None)
         if conn.buf:
             return self.next_request()   # pipelined, or sent before a FIN
