@@ -96,11 +96,11 @@ def parse_request(head: bytes, max_body_size: int = 0) -> Request:
     else:
         req.content_length, req.framing = 0, NONE
     req.expect_continue = expect == b"100-continue" and minor == 1
-    req.keep_alive = (b"close" not in connection) if minor == 1 else (b"keep-alive" in connection)
+    req.keep_alive = _keeps_alive(minor, connection)
     req.websocket = bool(upgrade) and method == b"GET" and b"websocket" in upgrade and b"upgrade" in connection
     if req.websocket and req.framing != NONE:
         raise ClientError(400, "WebSocket upgrade with a body")
-    req.drop = HOP_BY_HOP.union(connection) if connection and connection != _KEEP_ALIVE else HOP_BY_HOP
+    req.drop = _hop_by_hop(connection)
     req.forwarded_for = forwarded_for
     req.passed = passed
     return req
@@ -245,11 +245,8 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
             codings += header_tokens(value)
         else:
             connection = (connection or []) + _connection_tokens(value)
-    if minor == 1:
-        resp.keep_alive = b"close" not in connection
-    else:
-        resp.keep_alive = b"keep-alive" in connection
-    resp.drop = HOP_BY_HOP.union(connection) if connection and connection != _KEEP_ALIVE else HOP_BY_HOP
+    resp.keep_alive = _keeps_alive(minor, connection)
+    resp.drop = _hop_by_hop(connection)
     resp.passed = passed
     resp.content_length = None
     if length is not None:
@@ -276,6 +273,18 @@ def parse_response(head: bytes, request_method: bytes) -> Response:
 
 
 _KEEP_ALIVE = [b"keep-alive"]
+
+
+def _keeps_alive(minor, connection):
+    """Whether a message of HTTP/1.`minor` whose Connection header lists
+    `connection` leaves its connection open."""
+    return b"close" not in connection if minor == 1 else b"keep-alive" in connection
+
+
+def _hop_by_hop(connection):
+    """The names not passed on: HOP_BY_HOP and those Connection lists. A plain
+    "keep-alive", nearly every message's, adds nothing: no new set then."""
+    return HOP_BY_HOP.union(connection) if connection and connection != _KEEP_ALIVE else HOP_BY_HOP
 
 
 def _connection_tokens(value):
