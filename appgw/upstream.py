@@ -12,6 +12,7 @@ import time
 from gevent.monkey import get_original
 
 from .health import HealthState
+from .sockio import PLAIN
 
 # The unpatched select: a zero-timeout poll that never yields to the hub.
 _real_select = get_original("select", "select")
@@ -90,7 +91,7 @@ class Endpoint:
         idle = self.idle
         while idle:
             sock = idle.pop()
-            if type(sock) is socket.socket:
+            if type(sock) is PLAIN:
                 sock._read_event.stop()
             if not check or _still_open(sock):
                 return sock
@@ -102,7 +103,7 @@ class Endpoint:
             sock.close()
             return
         self.idle.append(sock)
-        if type(sock) is socket.socket:
+        if type(sock) is PLAIN:
             # An idle connection has nothing to say: when it turns readable
             # the server closed it (or misbehaves), and it is dropped then,
             # not found stale by a request. The watcher also stays started
@@ -155,7 +156,7 @@ def connect_failure_reason(exc) -> str:
 def _discard(sock):
     # Stop the pool's watcher first: gevent's close() would otherwise try to
     # wake it as if a greenlet were waiting.
-    if type(sock) is socket.socket:
+    if type(sock) is PLAIN:
         sock._read_event.stop()
     sock.close()
 
@@ -163,7 +164,7 @@ def _discard(sock):
 def _still_open(sock) -> bool:
     # An idle keep-alive connection has nothing to say: readable means the
     # server sent FIN (or stray bytes, or a TLS close_notify), so drop it.
-    if type(sock) is socket.socket:
+    if type(sock) is PLAIN:
         try:
             return not sock._sock.recv(1, socket.MSG_PEEK)   # b"": FIN; data: stray bytes
         except BlockingIOError:
