@@ -64,6 +64,16 @@ def read_status_and_headers(sock):
     return int(line.split()[1]), http.client.parse_headers(reader)
 
 
+def small_window_client(gw):
+    """A client socket with a small receive window, set before connecting:
+    the gateway's sends to it soon find a full buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", gw.port()))
+    return sock
+
+
 def eof_within(sock, limit):
     """What ``sock`` still delivers up to EOF; fails when EOF has not come
     within ``limit`` seconds."""
@@ -377,13 +387,7 @@ def test_slow_reader_gets_a_4mib_body_intact_and_the_connection_goes_on(gateway_
                                                                       wsgi_backend):
     gw = start(gateway_factory, [wsgi_backend.address])
     n = 4 * MB
-    sock = socket.socket()
-    # A small receive window, set before connecting: the gateway's sends
-    # soon find a full buffer.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", gw.port()))
-    with sock:
+    with small_window_client(gw) as sock:
         pooled = remote_port(warm(sock))
         sock.sendall(get(f"/bytes?n={n}"))
         status, headers = read_status_and_headers(sock)
@@ -415,11 +419,7 @@ def test_a_client_that_stops_reading_is_cut_off_after_client_idle_timeout(gatewa
     # backend connection) for ever.
     gw = start(gateway_factory, [wsgi_backend.address], idle_timeout=1)
     n = 8 * MB
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", gw.port()))
-    with sock:
+    with small_window_client(gw) as sock:
         warm(sock)
         sock.sendall(get(f"/bytes?n={n}"))
         gw.wait_for_output(f"GET /bytes?n={n} HTTP/1.1", stream="stdout", timeout=10)   # it gave up, logged
