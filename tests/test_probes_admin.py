@@ -1,4 +1,5 @@
 """Health probes and the admin endpoint, with real gateways and backends (SPEC 6, 8)."""
+import gzip
 import json
 import os
 import re
@@ -190,6 +191,84 @@ def test_failure_reasons_and_502_without_connecting(backend_factory, gateway_fac
         assert time.monotonic() - started < 0.5, path
     # The "down" server listens and would answer, but it is Unhealthy: no connection at all.
     assert not record.exists() or record.read_text() == ""
+
+
+QUICK_PROBES = GATEWAY_AND_LISTENER + """
+[[backend_pools]]
+name = "kept"
+servers = ["{record}"]
+[[backend_pools]]
+name = "early"
+servers = ["{big}"]
+[[backend_pools]]
+name = "late"
+servers = ["{big}"]
+
+[[backend_settings]]
+name = "kept"
+probe = "kept"
+[[backend_settings]]
+name = "early"
+probe = "early"
+[[backend_settings]]
+name = "late"
+probe = "late"
+
+[[probes]]
+name = "kept"
+interval = 0.1
+[[probes]]
+name = "early"
+path = "/big"
+match_body = "early"
+interval = 0.2
+[[probes]]
+name = "late"
+path = "/big"
+match_body = "late"
+interval = 0.2
+
+[[rules]]
+name = "main"
+listener = "http"
+backend_pool = "kept"
+backend_settings = "kept"
+  [[rules.paths]]
+  paths = ["/early/*"]
+  backend_pool = "early"
+  backend_settings = "early"
+  [[rules.paths]]
+  paths = ["/late/*"]
+  backend_pool = "late"
+  backend_settings = "late"
+"""
+
+
+def test_probes_keep_one_connection_and_match_the_first_64_kib_decoded(
+        backend_factory, gateway_factory, tmp_path):
+    record = tmp_path / "record.jsonl"
+    kept = backend_factory.raw("record", record=str(record))
+    # gzip-encoded: "early", 70,000 bytes, then "late", past the 64 KiB looked at.
+    body = gzip.compress(b"early" + b"x" * 70000 + b"late")
+    big = backend_factory("canned_backend.py", "--hex", (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body).hex())
+    gw = gateway_factory(QUICK_PROBES, record=kept.address, big=big.address, **ports())
+
+    def five_probes():
+        heads = record.read_text().splitlines() if record.exists() else []
+        return [json.loads(line) for line in heads] if len(heads) >= 5 else None
+
+    probes = wait_until(five_probes, 10, message="five probes of the record backend")
+    assert all(p["data"].startswith("GET / HTTP/1.1\r\n") for p in probes)
+    assert {p["conn"] for p in probes} == {probes[0]["conn"]}, "one kept-alive connection"
+
+    def health(pool):
+        return servers(gw, pool)[big.address]["health"]
+
+    wait_until(lambda: health("early") == "Healthy" and health("late") == "Unhealthy", 10,
+               message="early Healthy, late Unhealthy")
+    assert servers(gw, "late")[big.address]["last_probe"]["reason"] == "body does not contain 'late'"
 
 
 UNKNOWN_AT_START = GATEWAY_AND_LISTENER + """
