@@ -4,6 +4,7 @@ Everything here talks over real loopback sockets: backends and the gateway
 run as subprocesses (never mocked), so half-closes, resets and timeouts in
 the tests are the real ones.
 """
+import fcntl
 import http.client
 import ipaddress
 import os
@@ -125,7 +126,14 @@ def start_backend(script, *args, timeout=STARTUP_TIMEOUT):
     if "--port" not in args:
         args = ("--port", "0") + args
     # stderr goes to a file: a pipe nobody reads would block the backend.
+    # The backend writes through this same open file, so the two share one
+    # offset, which stderr_text() seeks to 0 to read: in append mode every
+    # write of the backend lands at the end wherever that offset stands.
+    # Without it, a write made between the seek and the read went over the
+    # start of the file ("\nLOSED path=/held": print() writes the line and
+    # its newline separately when unbuffered) and a test waited in vain.
     stderr = tempfile.TemporaryFile()
+    fcntl.fcntl(stderr.fileno(), fcntl.F_SETFL, fcntl.fcntl(stderr.fileno(), fcntl.F_GETFL) | os.O_APPEND)
     proc = subprocess.Popen([sys.executable, str(BACKENDS / script), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
     ready, _, _ = select.select([proc.stdout], [], [], timeout)

@@ -14,7 +14,7 @@ import requests
 import websocket
 
 from harness import (REPO, free_port, make_cert, open_fds, pattern_bytes, raw_request,
-                     read_http_response, rss_kb, start_backend)
+                     read_http_response, rss_kb, start_backend, wait_until)
 
 
 # --- wsgi_backend.py ----------------------------------------------------------
@@ -179,6 +179,27 @@ def test_raw_record(backend_factory, tmp_path):
     for line in lines:
         by_conn[line["conn"]] = by_conn.get(line["conn"], "") + line["data"]
     assert by_conn == {0: (GET + GET).decode("latin-1"), 1: (post + GET).decode("latin-1")}
+
+
+def test_backend_lines_land_at_the_end_whatever_the_reader_did(backend_factory):
+    """stderr_text() seeks the file it shares with the backend (and so the
+    offset the backend writes at) to 0 before it reads. A line the backend
+    writes just then must still land at the end, not over the start: here
+    that seek is made on purpose before each line."""
+    backend = backend_factory("ws_backend.py")
+    stderr = backend._stderr
+
+    def size():
+        return os.fstat(stderr.fileno()).st_size  # reads nothing, moves no offset
+
+    for path in ("/first", "/second"):
+        before = size()
+        stderr.seek(0)
+        ws = websocket.create_connection(f"ws://127.0.0.1:{backend.port}{path}", timeout=5)
+        ws.close()
+        wait_until(lambda: size() > before, 5, message=f"the backend's line for {path}")
+    text = backend.stderr_text()
+    assert "CLOSED path=/first" in text and "CLOSED path=/second" in text, text
 
 
 def test_backend_start_failure_is_reported():
