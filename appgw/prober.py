@@ -43,6 +43,7 @@ log = logging.getLogger("appgw.prober")
 
 BODY_LIMIT = 64 * 1024      # match_body is looked for in this much of the body
 JITTER = 0.1                # each wait is interval x [1 - JITTER, 1 + JITTER]
+TICK_RANGE = (0.001, 0.1)   # the grid wake-ups are rounded to: interval x JITTER, within this
 USER_AGENT = "appgw-probe"
 
 
@@ -198,7 +199,7 @@ def probe_once(adapter, target) -> ProbeResult:
                 # Read even when no body is matched: a body read to its end
                 # hands the connection back to the pool for the next probe;
                 # a longer one is cut off and its connection closed.
-                body = response.raw.read(BODY_LIMIT, decode_content=True)
+                body = _read_some(response.raw, BODY_LIMIT)
             finally:
                 response.close()
     except gevent.Timeout:
@@ -210,6 +211,25 @@ def probe_once(adapter, target) -> ProbeResult:
     if probe.match_body and probe.match_body.encode() not in body:
         return ProbeResult(started, False, status, "body does not contain %r" % probe.match_body)
     return ProbeResult(started, True, status, "status %d" % status)
+
+
+def _read_some(raw, limit):
+    """Up to `limit` bytes of the decoded body. urllib3's stream (not its
+    read(amt), which leaves chunked bodies to http.client) names what is
+    wrong with a broken chunked body."""
+    data = b""
+    for piece in raw.stream(16384, decode_content=True):
+        data += piece
+        if len(data) >= limit:
+            break
+    return data[:limit]
+
+
+def next_due(started, interval, draw):
+    """When to probe next, for a probe that started at `started` (monotonic)
+    and a jitter `draw` in [1 - JITTER, 1 + JITTER]: see Prober."""
+    tick = min(max(interval * JITTER, TICK_RANGE[0]), TICK_RANGE[1])
+    return round((started + interval * draw) / tick) * tick
 
 
 def format_ranges(ranges) -> str:
@@ -285,13 +305,16 @@ class Prober:
     (with jitter), until stopped.
 
     Wake-ups are rounded to the nearest tick of a grid, interval x JITTER
-    apart, on the monotonic clock every prober shares: probers due in the
-    same tick run back to back in one turn of the event loop instead of one
-    by one between idle gaps. A probe that runs alone after an idle gap costs
-    about twice the CPU of one that runs next to others (its code and data
-    have left the caches), so this halves the cost of probing. Rounding to
-    the nearest tick keeps the mean wait at one interval, and the jitter
-    still moves each prober among three ticks, so they spread over the grid."""
+    apart (within TICK_RANGE), on the monotonic clock every prober shares:
+    probers due in the same tick run back to back in one turn of the event
+    loop instead of one by one between idle gaps. A probe that runs alone
+    after an idle gap costs about twice the CPU of one that runs next to
+    others (its code and data have left the caches), so this halves the cost
+    of probing. Rounding to the nearest tick keeps the mean wait at one
+    interval, and the jitter still moves each prober among three ticks, so
+    they spread over the grid. The ticks are at most 100 ms apart so that a
+    tick's burst of probes, which proxied requests arriving then wait for,
+    stays small: the probes due in 100 ms."""
 
     def __init__(self, endpoint):
         self.endpoint = endpoint
@@ -313,15 +336,13 @@ class Prober:
         probe = self.target.probe
         counters = STATS.probes
         ok_key, fail_key = (self.pool_name, "ok"), (self.pool_name, "fail")
-        tick = probe.interval * JITTER
         while True:
             started = time.monotonic()
             result = probe_once(self.adapter, self.target)
             self.endpoint.health.record(result)
             counters[ok_key if result.ok else fail_key] += 1
             log.debug("probe %s: %s", self.endpoint.label, result.reason)
-            due = started + probe.interval * random.uniform(1 - JITTER, 1 + JITTER)
-            due = round(due / tick) * tick
+            due = next_due(started, probe.interval, random.uniform(1 - JITTER, 1 + JITTER))
             gevent.sleep(max(0.0, due - time.monotonic()))
 
 

@@ -1,5 +1,6 @@
 """Health states and probe matching, without a network (SPEC 6)."""
 import logging
+import math
 import socket
 import ssl
 
@@ -9,7 +10,7 @@ import urllib3
 
 from appgw.config import Probe, parse_config
 from appgw.health import HEALTHY, UNHEALTHY, UNKNOWN, HealthState, ProbeResult
-from appgw.prober import failure_reason, format_ranges
+from appgw.prober import JITTER, failure_reason, format_ranges, next_due
 
 OK = ProbeResult(0, True, 200, "status 200")
 FAIL = ProbeResult(0, False, 500, "status 500 not in 200-399")
@@ -166,3 +167,29 @@ def _ssl_error():
 ])
 def test_failure_reasons(exc, reason):
     assert failure_reason(exc) == reason
+
+
+# --- when probes run --------------------------------------------------------------
+
+def draws(n=2001):
+    """Jitter draws spread evenly over [1 - JITTER, 1 + JITTER]."""
+    return [1 - JITTER + 2 * JITTER * i / (n - 1) for i in range(n)]
+
+
+@pytest.mark.parametrize("interval, tick", [(1.0, 0.1), (0.5, 0.05), (30.0, 0.1), (0.005, 0.001)])
+def test_probes_wake_on_a_grid_and_keep_their_interval_on_average(interval, tick):
+    started = 12345.678
+    dues = [next_due(started, interval, d) for d in draws()]
+    assert all(abs(due / tick - round(due / tick)) < 1e-6 for due in dues), "on the grid"
+    waits = [due - started for due in dues]
+    assert abs(sum(waits) / len(waits) - interval) < tick / 20 + 1e-9
+    assert max(waits) - min(waits) <= 2 * JITTER * interval + tick + 1e-9
+    # The jitter still spreads probers over every tick it reaches: bursts
+    # are a tick's worth of probes, and a tick is never more than 100 ms.
+    assert len({round(due / tick) for due in dues}) >= max(2, int(2 * JITTER * interval / tick))
+
+
+@pytest.mark.parametrize("interval", [5e-324, 1e-305, 1e-9])
+def test_a_tiny_interval_still_gives_a_time_to_wake(interval):
+    due = next_due(100.0, interval, 1 + JITTER)
+    assert math.isfinite(due) and abs(due - 100.0) <= 0.001
