@@ -271,6 +271,18 @@ def test_probes_keep_one_connection_and_match_the_first_64_kib_decoded(
     assert servers(gw, "late")[big.address]["last_probe"]["reason"] == "body does not contain 'late'"
 
 
+def test_probes_ignore_proxies_from_the_environment(backend_factory, gateway_factory, tmp_path):
+    records = tmp_path / "server.jsonl", tmp_path / "proxy.jsonl"
+    server = backend_factory.raw("record", record=str(records[0]))
+    proxy = backend_factory.raw("record", record=str(records[1]))
+    env = {name: proxy.url() for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY")}
+    gw = gateway_factory(QUICK_PROBES, record=server.address, big=server.address, env=env, **ports())
+    wait_until(lambda: records[0].exists() and len(records[0].read_text().splitlines()) >= 3, 10,
+               message="three probes at the server")
+    assert servers(gw, "kept")[server.address]["health"] == "Healthy"
+    assert not records[1].exists(), records[1].read_text()
+
+
 UNKNOWN_AT_START = GATEWAY_AND_LISTENER + """
 [[backend_pools]]
 name = "app"
