@@ -311,8 +311,9 @@ class Prober:
     after an idle gap costs about twice the CPU of one that runs next to
     others (its code and data have left the caches), so this halves the cost
     of probing. Rounding to the nearest tick keeps the mean wait at one
-    interval, and the jitter still moves each prober among three ticks, so
-    they spread over the grid. The ticks are at most 100 ms apart so that a
+    interval, and the jitter still moves each prober among the ticks it
+    spans (three or more), so they spread over the grid. The ticks are at
+    most 100 ms apart so that a
     tick's burst of probes, which proxied requests arriving then wait for,
     stays small: the probes due in 100 ms."""
 
