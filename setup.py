@@ -34,6 +34,7 @@ setup(
             "websockets>=15",
             "hypothesis>=6",
             "pyyaml>=6",
+            "ruff>=0.6",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},

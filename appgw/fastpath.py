@@ -289,6 +289,7 @@ class FastPath:
             ex.rest = bytes(rest)
             return self.resume(ex)
         body = ex.body(rest)
+        ex.unsent = b""     # the head goes out from here, not from ex.unsent
         ex.response_started = True
         ex.phase = RELAYING
         if ex.remaining or len(body) > HELD_BODY:

@@ -222,7 +222,7 @@ def gateway_response(status: int, reason: bytes, lines: list, length: int) -> Re
     resp = Response()
     resp.minor, resp.status, resp.reason, resp.headers = 1, status, reason, ()
     resp.passed, resp.drop, resp.codings = lines, HOP_BY_HOP, []
-    resp.content_length = length
+    resp.content_length = length or None   # a body-less answer says "Content-Length: 0" only where it may
     resp.framing = LENGTH if length else NONE
     resp.keep_alive = True
     resp.bodiless = status < 200 or status == 204 or status == 304
