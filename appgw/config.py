@@ -16,7 +16,9 @@ Decisions recorded here (the README repeats them):
 - `probe = ""` (or omitted) in backend settings means `DEFAULT_PROBE`.
 - Relative file paths (certificate, private_key, trusted_root, an
   access_log file) are resolved against the config file's directory and
-  stored absolute.
+  stored absolute. Error pages are read at load: the Config holds their bytes.
+- A path entry's `rewrite_set` ("" = the rule's) and `compress` (absent =
+  the rule's) replace the rule's: `Rule.rewrite_set_for`, `Rule.compress_for`.
 """
 
 from __future__ import annotations
