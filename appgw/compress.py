@@ -77,6 +77,20 @@ def has_range(headers) -> bool:
     return any(name.lower() == b"range" for name, _ in headers)
 
 
+def client_coding(headers):
+    """(coding, range_request) of a request's (name, value) pairs, in one pass:
+    the coding `negotiate` picks from every Accept-Encoding header, and
+    whether a Range header was sent (its answer is never compressed)."""
+    accepted, ranged = [], False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"accept-encoding":
+            accepted.append(value)
+        elif lname == b"range":
+            ranged = True
+    return (negotiate(b", ".join(accepted)) if accepted else None), ranged
+
+
 # --- the answer's side -----------------------------------------------------------
 
 class CompressPolicy:

@@ -8,7 +8,8 @@ import brotli
 import pytest
 
 from appgw.compress import (
-    BR, GZIP, PIECE, CompressPolicy, Encoder, compressed_lines, has_range, negotiate, vary_lines,
+    BR, GZIP, PIECE, CompressPolicy, Encoder, client_coding, compressed_lines, has_range, negotiate,
+    vary_lines,
 )
 from appgw.config import DEFAULT_COMPRESS_TYPES
 
@@ -47,6 +48,12 @@ def test_negotiate(header, coding):
 
 def test_negotiate_with_no_header():
     assert negotiate(None) is None
+
+
+def test_client_coding_joins_every_accept_encoding():
+    assert client_coding([(b"Accept-Encoding", b"gzip;q=0.5"), (b"accept-encoding", b"br;q=0.1")]) == (GZIP, False)
+    assert client_coding([(b"Accept-Encoding", b"gzip"), (b"Range", b"bytes=0-")]) == (GZIP, True)
+    assert client_coding([(b"Host", b"x")]) == (None, False)
 
 
 def test_has_range():
