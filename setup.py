@@ -25,6 +25,7 @@ setup(
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
+        "brotli>=1.1",
         'toml; python_version<"3.11"',
     ],
     extras_require={
