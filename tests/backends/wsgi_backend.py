@@ -3,7 +3,7 @@
     python tests/backends/wsgi_backend.py --port N [--name NAME]
 
 Prints ``READY <port>`` once listening (port 0 picks a free one). Endpoints:
-/echo, /bytes, /upload-echo, /slow, /status, /health, /probe-status,
+/echo, /bytes, /text, /upload-echo, /slow, /status, /health, /probe-status,
 /set-probe-status, /name, /ws/echo, /ws/info (see each handler).
 """
 from gevent import monkey
@@ -25,6 +25,21 @@ PIECE = 64 * 1024
 # A period of 251 (prime) does not divide the piece size, so a dropped or
 # repeated piece shows in the bytes, not only in the length.
 PATTERN = bytes(range(251))
+
+
+# /text: numbered lines of one length, so that any byte range is quick to
+# make and a dropped or repeated piece shows after decoding.
+TEXT_LINE = 64
+TEXT_FORMAT = b"%08d: the quick brown fox jumps over the lazy dog, %08d\n"
+assert len(TEXT_FORMAT % (0, 0)) == TEXT_LINE
+
+
+def text_bytes(offset, length):
+    """``length`` bytes of the /text body from ``offset``."""
+    first, last = offset // TEXT_LINE, (offset + length + TEXT_LINE - 1) // TEXT_LINE
+    lines = b"".join(TEXT_FORMAT % (i, i) for i in range(first, last))
+    start = offset - first * TEXT_LINE
+    return lines[start:start + length]
 
 
 def pattern_bytes(offset, length):
@@ -107,6 +122,26 @@ class Backend:
             headers.append(("Content-Length", str(n)))
         start_response("200 OK", headers)
         return (pattern_bytes(off, min(PIECE, n - off)) for off in range(0, n, PIECE))
+
+    def do_text(self, environ, start_response, query):
+        """n bytes of numbered text lines (compressible), in `piece`-byte writes.
+
+        status= (default 200), type= (default text/html; charset=utf-8),
+        chunked=1 omits Content-Length, and each header=Name:value adds a
+        header (repeatable)."""
+        n = int(query.get("n", "0"))
+        piece = int(query.get("piece", str(PIECE)))
+        code = int(query.get("status", "200"))
+        headers = [("Content-Type", query.get("type", "text/html; charset=utf-8"))]
+        for item in parse_qs(environ["QUERY_STRING"]).get("header", []):
+            name, _, value = item.partition(":")
+            headers.append((name.strip(), value.strip()))
+        if code in (204, 304):
+            n = 0
+        elif query.get("chunked") != "1":
+            headers.append(("Content-Length", str(n)))
+        start_response(f"{code} {_phrase(code)}", headers)
+        return (text_bytes(off, min(piece, n - off)) for off in range(0, n, piece))
 
     def do_upload_echo(self, environ, start_response, query):
         """Streams the body back as it arrives (chunked), never holding it whole."""
