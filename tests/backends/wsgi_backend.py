@@ -4,7 +4,8 @@
 
 Prints ``READY <port>`` once listening (port 0 picks a free one). Endpoints:
 /echo, /bytes, /text, /upload-echo, /slow, /status, /health, /probe-status,
-/set-probe-status, /name, /ws/echo, /ws/info (see each handler).
+/set-probe-status, /name, /ws/echo, /ws/info (see each handler); any path
+under /any/ is answered as /echo is (for tests that rewrite and route paths).
 """
 from gevent import monkey
 
@@ -80,6 +81,8 @@ class Backend:
         query = {k: v[-1] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
         handler = getattr(self, "do_" + path.strip("/").replace("/", "_").replace("-", "_"),
                           None)
+        if handler is None and path.startswith("/any/"):
+            handler = self.do_echo
         if handler is None:
             return self.reply(start_response, 404, b"not found\n")
         return handler(environ, start_response, query)
