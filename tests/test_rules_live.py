@@ -10,6 +10,8 @@ import hashlib
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,15 +24,28 @@ from harness import (BackendFactory, GatewayFactory, free_port, raw_request, rea
                      rss_kb, wait_until)
 
 TEXT_LINE = 64
+TEXT_PERIOD = 4 * 1024 * 1024   # the line numbers start again after 65536 lines
 TEXT_FORMAT = b"%08d: the quick brown fox jumps over the lazy dog, %08d\n"
 
 
 def text_bytes(offset, length):
     """What the backend's /text sends from `offset` (tests/backends/wsgi_backend.py)."""
-    first, last = offset // TEXT_LINE, (offset + length + TEXT_LINE - 1) // TEXT_LINE
-    lines = b"".join(TEXT_FORMAT % (i, i) for i in range(first, last))
-    start = offset - first * TEXT_LINE
-    return lines[start:start + length]
+    period = _text_period()
+    start = offset % TEXT_PERIOD
+    if start + length <= TEXT_PERIOD:
+        return period[start:start + length]
+    return (period[start:] + period * (length // TEXT_PERIOD + 1))[:length]
+
+
+_period = []
+
+
+def _text_period():
+    # Built once: slices of it are served at memory speed, faster than a
+    # gateway compresses, so the gateway is the one that must pace itself.
+    if not _period:
+        _period.append(b"".join(TEXT_FORMAT % (i, i) for i in range(TEXT_PERIOD // TEXT_LINE)))
+    return _period[0]
 
 
 PAGES = {
@@ -195,7 +210,7 @@ name = "live"
   name = "captures"
   conditions = [{ variable = "var_uri_path", pattern = "^/cap/([a-z]+)/([0-9]+)$", ignore_case = true },
                 { variable = "http_req_User-Agent", pattern = "^([a-z-]+)/", ignore_case = true }]
-  request_headers = { "X-Word" = "{var_uri_path_1}", "X-Num" = "{var_uri_path_2}", "X-Agent" = "{http_req_User-Agent_1}" }
+  request_headers = { "X-Word"="{var_uri_path_1}", "X-Num"="{var_uri_path_2}", "X-Agent"="{http_req_User-Agent_1}" }
   response_headers = { "X-Word-Back" = "{var_uri_path_1}" }
   url = { path = "/any/cap", query = "n={var_uri_path_2}" }
 
@@ -428,7 +443,9 @@ def test_websocket_handshake_is_rewritten(live):
 
 def test_injected_cr_lf_never_makes_a_header(live):
     # Percent-encoded CR LF stays encoded: the captured value is one header.
-    echo = live.echo("/inject/a%0d%0aX-Injected:%201")
+    answer = raw_request(live.ports["web"], b"GET /inject/a%0d%0aX-Injected:%201 HTTP/1.1\r\nHost: x\r\n"
+                                            b"Connection: close\r\n\r\n")
+    echo = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert header(echo, "X-Captured") == ["a%0d%0aX-Injected:%201"]
     assert header(echo, "X-Injected") == []
     # A raw CR LF inside a value is refused before any rule runs, never forwarded.
@@ -487,9 +504,9 @@ def test_a_backend_s_own_502_passes_unchanged(live):
 # --- compression -----------------------------------------------------------------------
 
 def raw_get(live, path, accept, listener="web", method="GET", **headers):
-    """The answer as sent: (response, undecoded body)."""
-    if accept is not None:
-        headers["Accept-Encoding"] = accept
+    """The answer as sent: (response, undecoded body). `accept` None sends no
+    Accept-Encoding (requests would send its own)."""
+    headers["Accept-Encoding"] = accept
     r = requests.request(method, live.url(path, listener), headers=headers, stream=True, timeout=10)
     body = r.raw.read(decode_content=False)
     r.close()
@@ -578,27 +595,52 @@ def digest_of_text(n, step=8 * 1024 * 1024):
     return digest.hexdigest()
 
 
+# Another client, in its own process (this one's GIL is busy decoding): it asks
+# the gateway for an answer the gateway makes itself (404: no site for the
+# host), over and over on one keep-alive connection, until its stdin closes,
+# then prints each round trip's seconds. What it measures is how soon the
+# gateway's loop serves this connection, not a backend.
+LATENCY_CLIENT = r"""
+import json, select, socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+request = b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n"
+print("READY", flush=True)
+times = []
+while not select.select([sys.stdin], [], [], 0)[0]:
+    start = time.perf_counter()
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 404 ")
+    times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+
+
 def test_a_50_mb_answer_streams_with_flat_memory_and_others_keep_their_latency(live):
     pid = live.gateway.proc.pid
     expected = digest_of_text(BIG)
     raw_get(live, "/text?n=200000", "br")            # warm the code paths and pools
     baseline = rss_kb(pid)
-    latencies, peak, stop = [], [baseline], threading.Event()
+    peak, done = [baseline], threading.Event()
 
-    def probe():
-        # the other backend answers, so only the gateway is shared with the big answer
-        with requests.Session() as session:
-            while not stop.is_set():
-                start = time.perf_counter()
-                r = session.get(live.url("/any/new/ping"), timeout=10)
-                latencies.append(time.perf_counter() - start)
-                assert r.status_code == 200
-                peak.append(rss_kb(pid))
+    def sample():
+        while not done.wait(0.005):
+            peak.append(rss_kb(pid))
 
-    prober = threading.Thread(target=probe)
+    sampler = threading.Thread(target=sample)
+    other = subprocess.Popen([sys.executable, "-c", LATENCY_CLIENT, str(live.ports["shared"])],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     got, decoder, received, size = hashlib.sha256(), brotli.Decompressor(), 0, 0
-    prober.start()
     try:
+        assert other.stdout.readline() == b"READY\n"
+        sampler.start()
+        began = time.perf_counter()
         r = requests.get(live.url(f"/text?n={BIG}&chunked=1&piece=1048576"),
                          headers={"Accept-Encoding": "br"}, stream=True, timeout=30)
         assert r.headers["Content-Encoding"] == "br"
@@ -607,12 +649,23 @@ def test_a_50_mb_answer_streams_with_flat_memory_and_others_keep_their_latency(l
             plain = decoder.process(piece)
             got.update(plain)
             size += len(plain)
+        took = time.perf_counter() - began
     finally:
-        stop.set()
-        prober.join()
+        done.set()
+        if sampler.is_alive():
+            sampler.join()
+        latencies = json.loads(other.communicate(b"stop", timeout=30)[0])
     assert size == BIG and got.hexdigest() == expected and decoder.is_finished()
     assert received < BIG / 10
     grown = (max(peak) - baseline) / 1024
     assert grown < 20, f"the gateway grew by {grown:.1f} MiB while streaming 50 MiB"
-    assert len(latencies) >= 5, latencies
-    assert statistics.median(latencies) < 0.05 and max(latencies) < 0.5, sorted(latencies)[-5:]
+    # Served between the pieces of the big answer: every round trip short
+    # next to the time the big answer took. A gateway that compressed
+    # without serving its loop in between held one round trip for about the
+    # whole transfer (measured: 215-230 ms of 224-238 ms; paced, at most a
+    # third of it, median 0.1-0.3 ms). Only that ratio is asserted: on a
+    # loaded machine the other client's own process waits for a CPU too.
+    figures = (f"transfer {took * 1000:.0f} ms; {len(latencies)} round trips, median "
+               f"{statistics.median(latencies) * 1000:.2f} ms, max {max(latencies) * 1000:.1f} ms")
+    assert len(latencies) >= 3, figures
+    assert max(latencies) < max(took / 2, 0.05), figures
