@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from appgw.config import DEFAULT_COMPRESS_TYPES, ConfigError, UrlRewrite, parse_config
+from appgw.summary import summarize
 
 LISTENER = """
 [[listeners]]
@@ -332,3 +333,23 @@ def test_compression_problems():
         "gateway.compress_types[3]: must be a string, got integer 3",
         "gateway.compress_min_size: must be at least 0, got -1",
         "rules[0].compress: must be true or false, got integer 1")
+
+
+# --- the --check summary ----------------------------------------------------------------
+
+def test_summary_shows_sets_compression_and_pages(tmp_path):
+    (tmp_path / "p.html").write_text("<h1>x</h1>")
+    config = parse('[gateway]\nadmin_bind = ""\nerror_pages = { "502" = "p.html", "404" = "p.html" }\n'
+                   + LISTENER + 'error_pages = { "504" = "p.html" }\n' + POOL + RULE
+                   + 'rewrite_set = "s"\ncompress = true\n'
+                   '  [[rules.paths]]\n  paths = ["/a/*"]\n  backend_pool = "app"\n  compress = false\n'
+                   '  [[rules.paths]]\n  paths = ["/b"]\n  backend_pool = "app"\n  rewrite_set = "t"\n'
+                   + SET + '\n[[rewrite_sets]]\nname = "t"\n', base_dir=str(tmp_path))
+    lines = summarize(config).splitlines()
+    assert lines[1].endswith(", drain 30s, error pages 404, 502")
+    assert lines[2:6] == [
+        'listener "http"  http://0.0.0.0:80  any host  error pages 504',
+        '  rule "main": pool "app" with default settings; rewrite set "s", compressed',
+        '    /a/*: pool "app" with default settings; rewrite set "s"',
+        '    /b: pool "app" with default settings; rewrite set "t", compressed',
+    ]
