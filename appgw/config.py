@@ -158,6 +158,7 @@ class Gateway:
     max_body_size: int = 0
     max_connections: int = 10000
     drain_timeout: float = 30
+    allow_underscores_in_headers: bool = False
     admin_host: str = field(init=False, default="")
     admin_port: int = field(init=False, default=0)
 

@@ -383,6 +383,7 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.integer("max_body_size", 0)
     t.integer("max_connections", 1)
     t.seconds("drain_timeout", zero_ok=True)
+    t.boolean("allow_underscores_in_headers")
     return t.build(Gateway) or Gateway()
 
 

@@ -170,6 +170,11 @@ class FastPath:
         buf = conn.buf
         end = buf.find(HEAD_END)
         if end < 0 or end + 4 > conn.gateway.max_header_size or buf[:1] in (b"\r", b"\n"):
+            # An unfinished head is judged as far as it came, as read_head does.
+            early = end < 0 and len(buf) <= conn.gateway.max_header_size and buf[:1] not in (b"\r", b"\n")
+            error = conn.judge_early(buf) if early else None
+            if error is not None:
+                return self.resume(functools.partial(conn.refuse, error, received=len(buf)))
             return self.resume(READ_ON)
         head, conn.buf = buf[:end + 4], buf[end + 4:]
         conn.waiting = False
@@ -186,7 +191,8 @@ class FastPath:
         req = endpoint = None
         if not conn.runtime.stopping:
             try:
-                req = policy.parse_request(head, conn.gateway.max_body_size)
+                req = policy.parse_request(head, conn.gateway.max_body_size,
+                                           conn.gateway.allow_underscores_in_headers)
             except ClientError:
                 pass            # the greenlet answers it
             if req is not None and req.framing == NONE and not req.websocket:

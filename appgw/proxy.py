@@ -13,6 +13,7 @@ from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
 from .accesslog import Entry
+from .early import HeadScanner
 from .errors import BackendError, ClientError
 from .http1 import (
     CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, MAX_RESPONSE_HEAD, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk,
@@ -43,7 +44,7 @@ class Connection:
     """State of one client connection across its requests."""
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served",
-                 "response_started", "waiting", "set_cookie", "handed_over", "timers", "req", "fast")
+                 "response_started", "waiting", "set_cookie", "handed_over", "timers", "req", "fast", "scan")
 
     def __init__(self, sock, client_ip, site, runtime):
         self.sock = sock
@@ -59,6 +60,7 @@ class Connection:
         self.req = None           # the request being served
         self.set_cookie = None
         self.response_started = False
+        self.scan = None          # the early judge of a head that came in pieces
         self.fast = fastpath.FastPath(self) if fastpath.usable(sock) else None
         # Bounds every send to a client that stops reading (reads set their own).
         sock.settimeout(self.gateway.client_idle_timeout)
@@ -107,11 +109,17 @@ class Connection:
             end = buf.find(HEAD_END)
             if end >= 0:
                 if end + 4 > gw.max_header_size:
-                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
-                self.buf = buf[end + 4:]
+                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size),
+                                       received=len(buf))
+                self.buf, self.scan = buf[end + 4:], None
                 return buf[:end + 4]
             if len(buf) > gw.max_header_size:
-                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
+                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size),
+                                   received=len(buf))
+            if buf:
+                error = self.judge_early(buf)
+                if error is not None:
+                    return self.refuse(error, received=len(buf))
             self.waiting = not buf
             if self.waiting and self.runtime.stopping:
                 return None
@@ -122,7 +130,7 @@ class Connection:
             else:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    return self.refuse(ClientError(408, "request head not received in time"))
+                    return self.refuse(ClientError(408, "request head not received in time"), received=len(buf))
             try:
                 if self.served and not buf:
                     # After an answer the next request is rarely there yet: wait first.
@@ -132,17 +140,27 @@ class Connection:
                     data = sockio.recv(self.sock, RECV)
             except socket.timeout:
                 if buf:
-                    return self.refuse(ClientError(408, "request head not received in time"))
+                    return self.refuse(ClientError(408, "request head not received in time"), received=len(buf))
                 return None
             self.waiting = False
             if not data:
                 return None
             buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
 
-    def refuse(self, error: ClientError, entry=None, minor=1):
+    def judge_early(self, buf):
+        """The verdict on the unfinished head `buf` so far: a ClientError to
+        answer at once, or None to wait for more (see early.HeadScanner)."""
+        if self.scan is None:
+            self.scan = HeadScanner()
+        return self.scan.verdict(buf)
+
+    def refuse(self, error: ClientError, entry=None, minor=1, received=0):
         """Answer an error and end the connection: after a refused head, the
-        next request's start cannot be trusted."""
-        entry = entry or Entry(self.client_ip, self.site.listeners[0].listener.name)
+        next request's start cannot be trusted. `received`: the bytes of an
+        unfinished head, for the access log."""
+        if entry is None:
+            entry = Entry(self.client_ip, self.site.listeners[0].listener.name)
+            entry.received = received
         payload = error_response(error.status, error.reason, minor=minor)
         entry.status = error.status
         try:
@@ -183,7 +201,7 @@ class Connection:
         runtime = self.runtime
         req = self.req
         if req is None:
-            req = self.req = parse_request(head, self.gateway.max_body_size)
+            req = self.req = parse_request(head, self.gateway.max_body_size, self.gateway.allow_underscores_in_headers)
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(entry, req)
         routes = self.site.listener_for(req.host)
