@@ -296,7 +296,7 @@ def test_error_page_problems(tmp_path):
     (tmp_path / "latin1.html").write_bytes(b"caf\xe9")
     (tmp_path / "dir.html").mkdir()
     text = ('[gateway]\nerror_pages = { "502" = "missing.html", "503" = "big.html", "504" = "max.html", '
-            '"418" = "max.html", "2xx" = "max.html", "500" = "dir.html", "501" = "latin1.html", '
+            '"418" = "max.html", "2xx" = "max.html", "0502" = "max.html", "500" = "dir.html", "501" = "latin1.html", '
             '"400" = "", "413" = 1 }\n' + LISTENER + 'error_pages = { "200" = "max.html", "404" = "gone.html" }\n'
             + POOL + RULE)
     statuses = "400, 403, 404, 405, 408, 413, 431, 500, 501, 502, 503, 504"
@@ -305,6 +305,7 @@ def test_error_page_problems(tmp_path):
         'gateway.error_pages.503: "big.html" is larger than 1 MiB',
         f'gateway.error_pages.418: must be a status the gateway answers with ({statuses}), got "418"',
         f'gateway.error_pages.2xx: must be a status the gateway answers with ({statuses}), got "2xx"',
+        f'gateway.error_pages.0502: must be a status the gateway answers with ({statuses}), got "0502"',
         'gateway.error_pages.500: cannot read "dir.html": Is a directory',
         'gateway.error_pages.501: "latin1.html" is not UTF-8 (byte 3); it is served as utf-8',
         'gateway.error_pages.400: must be a file path, got ""',
