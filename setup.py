@@ -25,6 +25,7 @@ setup(
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
+        "brotli>=1.1",
         'toml; python_version<"3.11"',
     ],
     extras_require={
@@ -33,7 +34,9 @@ setup(
             "websocket-client>=1.7",
             "websockets>=15",
             "hypothesis>=6",
+            "h11>=0.14",
             "pyyaml>=6",
+            "ruff>=0.6",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},
