@@ -58,6 +58,9 @@ def status_document(snapshot, servers, stats, history, wall_now, mono_now, worke
             "history": history.series(listener.name),
         })
     doc["backend_pools"] = pools(snapshot, servers, stats)
+    # Over the configured listeners, so that no traffic yet reads 0, not "no data".
+    rates = [listener["rate"] for listener in doc["listeners"] if listener["rate"] is not None]
+    doc["totals"]["rate"] = sum(rates) if rates else None
     return doc
 
 

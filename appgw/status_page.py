@@ -52,6 +52,8 @@ h2 { font-size: 15px; text-transform: uppercase; letter-spacing: .06em; color: v
 .spark { flex: 1; min-width: 0; }
 .spark svg { display: block; width: 100%; height: 48px; background: #fafbfc; border: 1px solid var(--line);
              border-radius: 4px; }
+.spark-empty { height: 48px; display: flex; align-items: center; justify-content: center; color: #9ca3af;
+               font-size: 12px; background: #fafbfc; border: 1px dashed var(--line); border-radius: 4px; }
 .spark .axis { display: flex; justify-content: space-between; color: #9ca3af; font-size: 11px; }
 .chart .now { min-width: 92px; text-align: right; }
 .chart .now .value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
@@ -165,13 +167,8 @@ function sparkline(listener, series) {
   svg.append(title);
   const values = series.slice(-SLOTS);
   if (values.length < 2) {
-    const text = document.createElementNS(NS, "text");
-    text.setAttribute("x", W / 2); text.setAttribute("y", H / 2 + 4);
-    text.setAttribute("text-anchor", "middle"); text.setAttribute("fill", "#9ca3af");
-    text.setAttribute("font-size", "11");
-    text.textContent = "collecting\u2026";
-    svg.append(text);
-    return svg;
+    // Text in the stretched SVG would be distorted: an HTML caption instead.
+    return el("div", {class: "spark-empty", "data-listener": listener}, "collecting samples\u2026");
   }
   const peak = Math.max(...values, 1e-9);
   const step = W / (SLOTS - 1), x0 = W - step * (values.length - 1);

@@ -162,6 +162,7 @@ def test_document_shows_routes_and_servers_from_the_config():
     assert listener["paths"] == [{"paths": ["/old/*"], "target": {"redirect": 301, "to": "https://example.com/new"}}]
     assert listener["responses"] == {"websocket": 1, "2xx": 1, "3xx": 0, "4xx": 0, "5xx": 0}
     assert listener["rate"] == pytest.approx(0.2)
+    assert doc["totals"]["rate"] == pytest.approx(0.2)
     rows = server_rows(doc)
     assert list(rows) == ["10.0.0.1:80", "10.0.0.2:80"]
     assert rows["10.0.0.1:80"]["requests"] == 1 and rows["10.0.0.1:80"]["websocket_sessions"] == 1
@@ -321,7 +322,7 @@ def test_status_page_in_headless_chromium(backend_factory, gateway_factory, tmp_
         for fact in ("/old/*", "redirect 301 \u2192 https://example.com/new", "every other path", "pool app",
                      "http://127.0.0.1:%d" % gw.port(), "rule main"):
             assert fact in first["card"], fact
-        assert first["tiles"]["requests"] == "0"
+        assert first["tiles"]["requests"] == "0" and first["tiles"]["rate"] == "0.00"
         browser.evaluate("window.testMarker = 'the same page'")
         browser.screenshot("1-start")
 
