@@ -15,8 +15,8 @@ Decisions recorded here (the README repeats them):
   built-in defaults, `DEFAULT_SETTINGS` (http, port 80, ...).
 - `probe = ""` (or omitted) in backend settings means `DEFAULT_PROBE`.
 - Relative file paths (certificate, private_key, trusted_root, an
-  access_log file) are resolved against the config file's directory and
-  stored absolute.
+  access_log file, app_path entries) are resolved against the config
+  file's directory and stored absolute.
 """
 
 from __future__ import annotations
@@ -212,12 +212,14 @@ class Server:
 class BackendPool:
     """[[backend_pools]]: remote servers and/or an in-process WSGI app ("pkg.mod:callable").
 
-    The app is not imported here; the runtime imports it at start.
+    `app_path`: the directories put on sys.path for the app's import,
+    absolute, the config file's own directory last (config_check adds it).
     """
 
     name: str
     servers: tuple[Server, ...] = ()
     app: str = ""
+    app_path: tuple[str, ...] = ()
     load_balancing: str = "round_robin"
 
 

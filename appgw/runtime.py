@@ -13,7 +13,7 @@ import time
 import gevent
 from gevent.event import Event
 
-from .accesslog import AccessLog
+from .accesslog import AccessLog, AccessLogError
 from .admin import AdminServer
 from .apps import AppHost
 from .listener import BindError, BindServer, bind_all
@@ -71,34 +71,59 @@ class Runtime:
 
     def run(self):
         self.start()
+        return self.serve()
+
+    def serve(self):
+        """Until stopped, after start(): signals as SPEC 2 and 17 say."""
         gevent.signal_handler(signal.SIGTERM, self._on_term)
         gevent.signal_handler(signal.SIGINT, self._on_term)
         gevent.signal_handler(signal.SIGQUIT, self.halt)
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
         log.info("appgw started (pid %d)", os.getpid())
         self._stopped.wait()
         return 0
 
     # -- reload ----------------------------------------------------------------
 
+    def reopen_logs(self):
+        """SIGUSR1 (and every SIGHUP): the access-log file is opened again by
+        its name, so that logrotate can move the old one away."""
+        try:
+            self.access_log.reopen()
+        except AccessLogError as exc:
+            log.error("%s; logging goes on to the old file", exc)
+            return False
+        log.info("access log reopened")
+        return True
+
     def reload(self):
-        """Re-read the file; apply it if valid, else keep the running config."""
+        """Re-read the file; apply it if valid, else keep the running config.
+        Either way the access log is opened again (logrotate may send SIGHUP)."""
         if self.stopping:
             return False
         config = self.load(self.config.path)
         if config is None:
             log.error("reload refused: %s is invalid; the running configuration stays", self.config.path)
+            self.reopen_logs()
+            return False
+        try:
+            access_log = AccessLog(config.gateway.access_log, config.gateway.log_format)
+        except AccessLogError as exc:
+            log.error("reload refused: %s", exc)
             return False
         binds = {(l.host, l.port) for l in config.listeners}
         try:
             sockets = bind_all(config, self.servers, self._inherited, self.reuse_port)
         except BindError as exc:
             log.error("reload refused: %s", exc)
+            access_log.close()
             return False
         old = self.snapshot
         self.config = config
         self.snapshot = build_snapshot(config, self.apps.path_for, previous=old)
-        self.access_log = AccessLog(config.gateway.access_log, config.gateway.log_format)
+        self.access_log, old_log = access_log, self.access_log
+        old_log.close()
         for bind in list(self.servers):
             if bind not in binds:
                 self.servers.pop(bind).stop_accepting()

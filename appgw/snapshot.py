@@ -78,5 +78,5 @@ def _servers(pool, app_path):
         else:
             servers.append(("tcp", server.address, (server.host, server.port)))
     if pool.app:
-        servers.append(("unix", "app:" + pool.app, app_path(pool.app)))
+        servers.append(("unix", "app:" + pool.app, app_path(pool.app, pool.app_path)))
     return servers
