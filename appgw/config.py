@@ -240,6 +240,7 @@ class BackendSettings:
     drain_timeout: float = 0
     verify_tls: bool = True
     trusted_root: str = ""
+    retry_window: float = 0
 
     def __post_init__(self):
         if self.port is None:

@@ -9,8 +9,8 @@ name, a bad bind) are left out of the per-object checks, but their names
 still count for reference resolution.
 
 Rules not obvious from SPEC section 3:
-- Times are int or float > 0; websocket_idle_timeout and both
-  drain_timeouts may be 0. Sizes are ints >= 0, max_header_size >= 1024.
+- Times are int or float > 0; websocket_idle_timeout, both
+  drain_timeouts and retry_window may be 0. Sizes are ints >= 0, max_header_size >= 1024.
   workers 1-64, max_connections >= 1. Booleans must be TOML booleans.
 - A rule and each path entry have exactly one of backend_pool or redirect;
   backend_settings beside a redirect is an error (it would be ignored).
@@ -482,6 +482,7 @@ def read_settings(t: Table, base_dir: str) -> Optional[BackendSettings]:
     t.seconds("drain_timeout", zero_ok=True)
     t.boolean("verify_tls")
     t.string("trusted_root", check_text)
+    t.seconds("retry_window", zero_ok=True)
     if t.values.get("host_name") and t.values.get("pick_host_name_from_backend"):
         t.problems.add(t.path, "host_name and pick_host_name_from_backend exclude each other")
     if t.values.get("trusted_root") and t.ok("protocol"):

@@ -13,6 +13,7 @@ from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
 from .accesslog import Entry
+from .balancer import RetryWindow
 from .errors import BackendError, ClientError
 from .http1 import (
     CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, MAX_RESPONSE_HEAD, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError, chunk,
@@ -255,11 +256,18 @@ class Connection:
         yet, so any request may move on."""
         tried = []
         affinity = self.affinity(req, backend)
+        # retry_window: with no server to take it, the request waits for one.
+        retry = RetryWindow(backend, self.runtime.stop_requested) if backend.settings.retry_window else None
         while True:
             endpoint, chosen = chosen or backend.choose(tried, affinity), None
             if endpoint is None:
+                if retry is not None and retry.wait():
+                    tried = []
+                    continue
                 reason = "no healthy server in pool %s" % backend.pool.name if not tried else \
                     "no server of pool %s could be reached" % backend.pool.name
+                if retry is not None:
+                    reason += " within the retry window of %gs" % backend.settings.retry_window
                 raise BackendError(502, reason)
             try:
                 # A body-less idempotent request is replayed if a reused
@@ -288,16 +296,29 @@ class Connection:
 
     def pending(self, req, routes, backend, endpoint, upstream, entry):
         """The request bound to a backend connection; counts as active."""
-        settings = backend.settings
+        endpoint.active += 1
+        p = Pending(req, self.backend_head(req, routes, backend.settings, endpoint), backend.settings,
+                    backend.pool.name, endpoint, upstream, entry)
+        p.backend, p.routes = backend, routes
+        return p
+
+    def backend_head(self, req, routes, settings, endpoint):
         if settings.host_name:
             host = settings.host_name.encode()
         elif settings.pick_host_name_from_backend:
             host = endpoint.address_host.encode()
         else:
             host = req.host
-        head = backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
+        return backend_head(req, host, routes.proto, routes.port, self.client_ip.encode())
+
+    def rebind(self, p, endpoint, upstream):
+        """Move a request that has sent nothing yet to another connection,
+        maybe of another server."""
+        p.endpoint.active -= 1
         endpoint.active += 1
-        return Pending(req, head, settings, backend.pool.name, endpoint, upstream, entry)
+        if endpoint is not p.endpoint and p.settings.pick_host_name_from_backend:
+            p.head = self.backend_head(p.req, p.routes, p.settings, endpoint)
+        p.endpoint, p.upstream = endpoint, upstream
 
     def release(self, p, reusable):
         """The backend connection's part in the request is over."""
@@ -372,7 +393,11 @@ class Connection:
             p.upstream = p.endpoint.connect()
         except (OSError, ValueError) as exc:
             p.endpoint.connect_failed(exc)
-            raise BackendError(502, "backend connection failed: %s" % exc) from None
+            if not p.settings.retry_window:
+                raise BackendError(502, "backend connection failed: %s" % exc) from None
+            # The server went away under the request (a restart): it waits
+            # for a server of the pool, as a new request would.
+            self.rebind(p, *self.open_upstream(req, p.backend, p.entry))
         self.send_request(req, p.head, p.upstream, p.entry)
         return self.read_response_head(req, p.upstream, p.entry)
 
@@ -623,12 +648,14 @@ class Pending:
     """A request bound to a backend connection, with what it takes to
     finish it from wherever it stands."""
 
-    __slots__ = ("req", "head", "settings", "pool", "endpoint", "upstream", "entry", "started")
+    __slots__ = ("req", "head", "settings", "pool", "endpoint", "upstream", "entry", "started",
+                 "backend", "routes")
 
     def __init__(self, req, head, settings, pool, endpoint, upstream, entry):
         self.req, self.head, self.settings, self.pool = req, head, settings, pool
         self.endpoint, self.upstream, self.entry = endpoint, upstream, entry
         self.started = time.monotonic()
+        self.backend = self.routes = None   # set by Connection.pending: for a replay that waits
 
     def elapsed(self):
         return time.monotonic() - self.started

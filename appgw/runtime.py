@@ -43,6 +43,7 @@ class Runtime:
         self.reuse_port = reuse_port
         self._inherited = dict(sockets or {})
         self._stopped = Event()
+        self.stop_requested = Event()   # ends the waits of requests for a server (retry_window)
 
     # -- start -----------------------------------------------------------------
 
@@ -168,6 +169,7 @@ class Runtime:
         if self.stopping:
             return
         self.stopping = True
+        self.stop_requested.set()
         drain = self.config.gateway.drain_timeout
         log.info("stopping: %d open connection(s), up to %gs to drain",
                  len(self.connections) + len(self.sessions), drain)
@@ -191,6 +193,7 @@ class Runtime:
     def halt(self):
         """Stop at once (SIGQUIT, second SIGTERM)."""
         self.stopping = True
+        self.stop_requested.set()
         log.info("stopping at once")
         self._close_all("stopped")
         self._finish()
