@@ -57,11 +57,13 @@ class AccessLog:
     def reopen(self):
         """Open the file again by its name (logrotate moved the old one
         away); the old file is closed once the new one is open, so a
-        failure keeps logging where it was. Raises AccessLogError."""
+        failure keeps logging where it was. Raises AccessLogError. True when
+        there was a file to reopen."""
         if self._stream is None or self._stream is sys.stdout:
-            return
+            return False
         old, self._stream = self._stream, self._open()
         old.close()
+        return True
 
     def close(self):
         if self._stream is not None and self._stream is not sys.stdout:

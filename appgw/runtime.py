@@ -91,12 +91,10 @@ class Runtime:
         """SIGUSR1 (and every SIGHUP): the access-log file is opened again by
         its name, so that logrotate can move the old one away."""
         try:
-            self.access_log.reopen()
+            if self.access_log.reopen():
+                log.info("access log %s reopened", self.access_log.target)
         except AccessLogError as exc:
             log.error("%s; logging goes on to the old file", exc)
-            return False
-        log.info("access log reopened")
-        return True
 
     def reload(self):
         """Re-read the file; apply it if valid, else keep the running config.
@@ -146,11 +144,14 @@ class Runtime:
 
     def _retire(self, old):
         """Endpoints gone from the new snapshot: idle connections close now;
-        open sessions run on, or until their settings' drain_timeout (0: no limit)."""
+        open sessions run on, or, on a server that was removed, until their
+        settings' drain_timeout (0: no limit)."""
         for key, endpoint in old.endpoints.items():
             if key in self.snapshot.endpoints:
                 continue
             endpoint.close_idle()
+            if key in self.snapshot.successors:
+                continue    # the server stays (its probe or settings changed): its sessions run on
             drain = key[2].drain_timeout
             if drain > 0 and endpoint.sessions:
                 gevent.spawn_later(drain, endpoint.abort_sessions, "server removed by reload")

@@ -262,3 +262,74 @@ def test_master_replaces_a_killed_worker_at_once(backend_factory, gateway_factor
     wait_until(lambda: len(set(child_pids(master)) - workers) == 1, 5, interval=0.005, message="a new worker")
     assert time.monotonic() - killed < 0.5
     assert requests.get(f"http://127.0.0.1:{port}/name", timeout=TIMEOUT).status_code == 200
+
+
+# --- 8. /backend-health says why a server is in its state ----------------------------
+
+def test_backend_health_shows_the_passive_failure_that_made_a_server_unhealthy(gateway_factory, wsgi_backend):
+    """The server refuses connections while its probe (sent to another
+    port) passes: three refused connects while proxying make it Unhealthy
+    next to a successful last probe, and the document says so."""
+    dead = free_port()
+    port = free_port()
+    text = gateway_config([f"127.0.0.1:{dead}"], probe_port=wsgi_backend.port, admin=True)
+    gateway = gateway_factory(text, port=port)
+    address = f"127.0.0.1:{dead}"
+
+    def server():
+        doc = requests.get(gateway.admin_url("/backend-health"), timeout=TIMEOUT).json()
+        return doc["backend_pools"][0]["servers"][0]
+
+    healthy = wait_until(lambda: server()["health"] == "Healthy" and server(), message="the probe passing")
+    assert healthy["state_change"]["source"] == "probe"
+    assert healthy["state_change"]["reason"] == "status 200"
+    assert healthy["last_passive_failure"] is None
+
+    for _ in range(3):
+        assert requests.get(f"http://127.0.0.1:{port}/name", timeout=TIMEOUT).status_code == 502
+    entry = server()
+    assert entry["address"] == address
+    assert entry["health"] == "Unhealthy"
+    assert entry["last_probe"]["ok"] is True and entry["last_probe"]["status"] == 200
+    assert entry["state_change"]["source"] == "passive"
+    assert entry["state_change"]["reason"] == "connection refused (while proxying)"
+    assert entry["last_passive_failure"]["reason"] == "connection refused"
+    assert entry["state_change"]["time"] == entry["last_passive_failure"]["time"]
+    assert set(entry) == {"address", "backend_settings", "health", "last_probe", "state_change",
+                          "last_passive_failure"}
+
+
+# --- 5. a reload that changes a probe keeps the servers' state ----------------------
+
+def test_reload_that_changes_the_probe_keeps_the_servers_health(gateway_factory, wsgi_backend):
+    """The new probe takes 3 s to answer: meanwhile the server is still
+    Healthy with its last probe and the time it became Healthy (not Unknown
+    as a new server would be). Its answer then fails the new match_body:
+    one failure of three, so the server stays Healthy (a new server's
+    first result would decide at once)."""
+    port = free_port()
+    text = gateway_config([wsgi_backend.address], admin=True, probe_timeout=10).replace("{port}", str(port))
+    gateway = gateway_factory(text)
+
+    def server():
+        doc = requests.get(gateway.admin_url("/backend-health"), timeout=TIMEOUT).json()
+        return doc["backend_pools"][0]["servers"][0]
+
+    before = wait_until(lambda: server()["health"] == "Healthy" and server(), message="Healthy")
+    slow_probe = text.replace('path = "/health"', 'path = "/slow?delay=3"\nmatch_body = "nope"')
+    count = gateway.stderr_text().count("reload applied")
+    gateway.reload(slow_probe)
+    wait_until(lambda: gateway.stderr_text().count("reload applied") > count, message="the reload")
+    during = server()
+    assert during["health"] == "Healthy", during
+    assert during["last_probe"] == before["last_probe"]
+    assert during["state_change"] == before["state_change"]
+    assert requests.get(f"http://127.0.0.1:{port}/name", timeout=TIMEOUT).text == "session"
+    # The new probe was sent, with the new path, from the kept state.
+    after = wait_until(lambda: server()["last_probe"] != before["last_probe"] and server(), 10,
+                       message="the new probe's result")
+    assert after["health"] == "Healthy"
+    assert after["last_probe"]["ok"] is False
+    assert after["last_probe"]["reason"] == "body does not contain 'nope'"
+    assert after["state_change"] == before["state_change"]
+    assert "is now" not in gateway.stderr_text().split("reload applied")[-1]
