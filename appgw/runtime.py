@@ -24,6 +24,24 @@ from .stats import STATS
 log = logging.getLogger("appgw")
 
 
+class OpenSet(set):
+    """The open connections (or sessions): `empty` is set while there are none."""
+
+    def __init__(self):
+        super().__init__()
+        self.empty = Event()
+        self.empty.set()
+
+    def add(self, item):
+        super().add(item)
+        self.empty.clear()
+
+    def discard(self, item):
+        super().discard(item)
+        if not self:
+            self.empty.set()
+
+
 class Runtime:
     def __init__(self, config, load=None, sockets=None, admin=True, reuse_port=False):
         """`load(path)` re-reads the config for a reload (None when invalid);
@@ -36,8 +54,8 @@ class Runtime:
         self.apps = AppHost()
         self.servers = {}            # bind -> BindServer
         self.snapshot = None
-        self.connections = set()     # every client Connection served by a greenlet
-        self.sessions = set()        # every WebSocket relay (they outlive their Connection)
+        self.connections = OpenSet()   # every client Connection served by a greenlet
+        self.sessions = OpenSet()      # every WebSocket relay (they outlive their Connection)
         self.probers = Probers()
         self.admin = AdminServer(self) if admin else None
         self.reuse_port = reuse_port
@@ -180,16 +198,23 @@ class Runtime:
         for conn in list(self.connections):
             if conn.waiting:
                 conn.close()
-        deadline = time.monotonic() + drain
-        while (self.connections or self.sessions) and time.monotonic() < deadline:
-            gevent.sleep(0.05)
+        self._drain(time.monotonic() + drain)
         if self.connections or self.sessions:
             log.info("closing %d connection(s) still open after %gs",
                      len(self.connections) + len(self.sessions), drain)
             self._close_all("stopped")
-            gevent.sleep(0.05)
+            self._drain(time.monotonic() + 0.5)   # their greenlets end, and log
         self._finish()
         log.info("stopped")
+
+    def _drain(self, deadline):
+        """Until nothing is open or the deadline: woken by the last one to
+        end, so a stop returns as soon as there is nothing left to drain."""
+        while self.connections or self.sessions:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            (self.connections if self.connections else self.sessions).empty.wait(remaining)
 
     def halt(self):
         """Stop at once (SIGQUIT, second SIGTERM)."""

@@ -333,3 +333,31 @@ def test_reload_that_changes_the_probe_keeps_the_servers_health(gateway_factory,
     assert after["last_probe"]["reason"] == "body does not contain 'nope'"
     assert after["state_change"] == before["state_change"]
     assert "is now" not in gateway.stderr_text().split("reload applied")[-1]
+
+
+# --- 6. a stop returns as soon as nothing is left to drain ---------------------------
+
+def test_stop_after_clients_returns_at_once(gateway_factory):
+    """An idle keep-alive connection (closed by the stop), a WebSocket that
+    was closed, a keep-alive connection to the admin endpoint, and the
+    in-process app's connections: SIGTERM exits within half a second."""
+    port = free_port()
+    text = app_config(port, "appgw.demo:app", access_log="-")
+    text = text.replace('admin_bind = ""', f'admin_bind = "127.0.0.1:{free_port()}"')
+    gateway = gateway_factory(text.replace('path = "/"', 'path = "/health"'))
+    session, admin = requests.Session(), requests.Session()
+    for path in ("/", "/api/info", "/health"):
+        assert session.get(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT).status_code == 200
+    assert admin.get(gateway.admin_url("/"), timeout=TIMEOUT).status_code == 200
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws/echo", timeout=TIMEOUT)
+    ws.send("hi")
+    assert ws.recv() == "hi"
+    ws.close()
+    wait_until(lambda: "ended=" in gateway.stdout_text(), message="the WebSocket's log line")
+    sent = time.monotonic()
+    gateway.send_signal(signal.SIGTERM)
+    assert gateway.proc.wait(5) == 0
+    took = time.monotonic() - sent
+    assert took < 0.5, took
+    session.close()
+    admin.close()
