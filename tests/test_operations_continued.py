@@ -238,9 +238,19 @@ def test_workers_that_cannot_start_stop_the_master_with_a_clear_message(tmp_path
         'admin_bind = ""', f'admin_bind = "127.0.0.1:{admin}"').replace("{port}", str(free_port()))
     (tmp_path / "appgw.toml").write_text(text)
     started = time.monotonic()
+    # Its own process group: should the master run on, its workers go too.
+    proc = subprocess.Popen([sys.executable, str(APPGW), "-c", "appgw.toml"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True)
     with holder:
-        result = run_appgw("-c", "appgw.toml", cwd=tmp_path, timeout=15)
+        try:
+            _, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, stderr = proc.communicate()
+            pytest.fail("appgw still running after 10 s:\n" + stderr[-3000:], pytrace=False)
     took = time.monotonic() - started
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     assert result.returncode == 1, result.stderr
     assert took < 5, took
     assert "starting a new one" not in result.stderr, result.stderr
