@@ -151,8 +151,24 @@ def backend_health(snapshot):
             "backend_settings": settings_name,
             "health": endpoint.health.state,
             "last_probe": _probe_json(endpoint.health.last),
+            "state_change": _change_json(endpoint.health),
+            "last_passive_failure": _passive_json(endpoint.health.passive),
         } for settings_name, endpoint in servers]})
     return {"backend_pools": pools}
+
+
+def _change_json(health):
+    """Why the server is in its state: the result that last changed it,
+    a probe's or a connect's while proxying (`source`)."""
+    if health.changed is None:
+        return None
+    return {"time": iso_time(health.changed), "source": health.source, "reason": health.reason}
+
+
+def _passive_json(failure):
+    if failure is None:
+        return None
+    return {"time": iso_time(failure.time), "reason": failure.reason}
 
 
 def _probe_json(result):

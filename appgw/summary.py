@@ -77,6 +77,8 @@ def _settings_line(settings: BackendSettings) -> str:
         parts.append(f"Host {settings.host_name}")
     elif settings.pick_host_name_from_backend:
         parts.append("Host from server")
+    if settings.retry_window:
+        parts.append(f"retry window {_seconds(settings.retry_window)}")
     if settings.affinity_cookie:
         parts.append(f"affinity cookie {settings.affinity_cookie}")
     if settings.protocol == "https" and not settings.verify_tls:

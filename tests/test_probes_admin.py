@@ -305,7 +305,8 @@ def test_unknown_servers_serve_at_start(backend_factory, gateway_factory):
     a = backend_factory.wsgi("a")
     gw = gateway_factory(UNKNOWN_AT_START, a=a.address, **ports())
     assert servers(gw)[a.address] == {"address": a.address, "backend_settings": "s",
-                                      "health": "Unknown", "last_probe": None}
+                                      "health": "Unknown", "last_probe": None, "state_change": None,
+                                      "last_passive_failure": None}
     assert names(gw, 3) == ["a"] * 3
     m = metrics(gw)
     assert m[("appgw_healthy_servers", (("pool", "app"),))] == 0
@@ -460,7 +461,8 @@ def test_admin_paths_and_methods(backend_factory, gateway_factory):
     doc = requests.get(gw.admin_url("/backend-health"), timeout=5).json()
     assert [p["name"] for p in doc["backend_pools"]] == ["app"]
     entry = doc["backend_pools"][0]["servers"][0]
-    assert set(entry) == {"address", "backend_settings", "health", "last_probe"}
+    assert set(entry) == {"address", "backend_settings", "health", "last_probe", "state_change",
+                          "last_passive_failure"}
     assert entry["backend_settings"] == "fast"
     assert set(entry["last_probe"]) == {"time", "ok", "status", "reason"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["last_probe"]["time"])
