@@ -7,7 +7,6 @@ changes a probe, a stop that does not lag, workers that cannot boot, and
 Every test runs bin/appgw (or its copy) as a real process, with real
 backends and clients.
 """
-import json
 import os
 import shutil
 import signal

@@ -10,7 +10,6 @@ import statistics
 import threading
 import time
 
-import pytest
 import requests
 import websocket
 
