@@ -297,10 +297,8 @@ class Connection:
     def pending(self, req, routes, backend, endpoint, upstream, entry):
         """The request bound to a backend connection; counts as active."""
         endpoint.active += 1
-        p = Pending(req, self.backend_head(req, routes, backend.settings, endpoint), backend.settings,
-                    backend.pool.name, endpoint, upstream, entry)
-        p.backend, p.routes = backend, routes
-        return p
+        return Pending(req, self.backend_head(req, routes, backend.settings, endpoint), backend, routes,
+                       endpoint, upstream, entry)
 
     def backend_head(self, req, routes, settings, endpoint):
         if settings.host_name:
@@ -651,11 +649,12 @@ class Pending:
     __slots__ = ("req", "head", "settings", "pool", "endpoint", "upstream", "entry", "started",
                  "backend", "routes")
 
-    def __init__(self, req, head, settings, pool, endpoint, upstream, entry):
-        self.req, self.head, self.settings, self.pool = req, head, settings, pool
+    def __init__(self, req, head, backend, routes, endpoint, upstream, entry):
+        self.req, self.head = req, head
+        # backend and routes: for a replay that waits for another server (retry_window)
+        self.backend, self.routes, self.settings, self.pool = backend, routes, backend.settings, backend.pool.name
         self.endpoint, self.upstream, self.entry = endpoint, upstream, entry
         self.started = time.monotonic()
-        self.backend = self.routes = None   # set by Connection.pending: for a replay that waits
 
     def elapsed(self):
         return time.monotonic() - self.started
