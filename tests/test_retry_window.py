@@ -66,9 +66,10 @@ def restart_under_load(gateway_factory, retry_window, interval=30):
     new one was ready)."""
     port, server_port = free_port(), free_port()
     backend = start_backend("wsgi_backend.py", "--port", server_port, "--name", "v1")
-    gateway_factory(retry_config(server_port, retry_window, interval), port=port)
-    load = Load(port)
+    load = None
     try:
+        gateway_factory(retry_config(server_port, retry_window, interval), port=port)
+        load = Load(port)
         wait_until(lambda: load.count() >= 100, 20, message="traffic before the restart")
         killed = time.monotonic()
         backend.stop()
@@ -79,7 +80,7 @@ def restart_under_load(gateway_factory, retry_window, interval=30):
         served = load.count()
         wait_until(lambda: load.count() >= served + 100, 20, message="traffic after the restart")
     finally:
-        results = load.stop()
+        results = load.stop() if load is not None else []
         backend.stop()
     return results, killed, back
 
