@@ -201,7 +201,8 @@ class Connection:
         runtime = self.runtime
         req = self.req
         if req is None:
-            req = self.req = parse_request(head, self.gateway.max_body_size, self.gateway.allow_underscores_in_headers)
+            gw = self.gateway
+            req = self.req = parse_request(head, gw.max_body_size, gw.allow_underscores_in_headers)
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(entry, req)
         routes = self.site.listener_for(req.host)
