@@ -31,6 +31,7 @@ PLACEHOLDER = b"GET"
 # pooled connection (its answer has no body).
 _CASE_VARIANTS = frozenset(m.lower() for m in LLHTTP_METHODS | {b"PRI"})
 METHOD_MAX = 32
+_HASH = ord("#")    # a byte as an int: `in` then scans without taking a buffer
 _LONG_METHOD = re.compile(rb"%s{%d}" % (grammar.TCHAR.encode(), METHOD_MAX + 1))
 
 
@@ -58,7 +59,7 @@ def request_line(head: bytes):
         raise ClientError(400, "HTTP/2 connection preface on an HTTP/1 listener")
     if method not in LLHTTP_METHODS and method.lower() in _CASE_VARIANTS:
         raise ClientError(400, "method %s is a standard method in another case" % method.decode())
-    if b"#" in target:
+    if _HASH in target:
         # RFC 9112 3.2: a request-target has no fragment; "/a#/../b" would
         # route on one path and reach the backend as another.
         raise ClientError(400, "fragment (#) in request target")
