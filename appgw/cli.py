@@ -1,4 +1,5 @@
-"""The command line: `appgw -c FILE [--check] [--log-level LEVEL]`, `appgw --version`.
+"""The command line: `appgw -c FILE [--check] [--log-level LEVEL]`, `appgw --version`,
+`appgw import-azure TEMPLATE.json ...` (appgw/azure/command.py).
 
 gevent's monkey patching runs before anything else is imported, so that
 `requests` (used by the probers), `ssl` and `socket` all cooperate with the
@@ -32,10 +33,16 @@ def load(path):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import-azure"]:  # a converter: no gateway, no monkey patching
+        from .azure.command import main as import_azure
+
+        return import_azure(argv[1:])
+
     from gevent import monkey
 
     monkey.patch_all()
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
 
     import logging
 
