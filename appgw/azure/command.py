@@ -127,9 +127,10 @@ def check(text: str, path: str, placeholders: list) -> tuple:
         rest = [line for line in err.problems
                 if not any(p in line for p in missing)]
         if rest:
-            return False, ["check: failed:"] + rest
-        return True, [f"check: ok once the placeholder files exist: {', '.join(missing)}"]
-    return True, ["check: ok"] + summarize(config).splitlines()
+            return False, ["appgw --check of the result: failed"] + rest
+        return True, ["appgw --check of the result: ok once the placeholder files exist: "
+                      + ", ".join(missing)]
+    return True, ["appgw --check of the result:"] + summarize(config).splitlines()
 
 
 def run(args, out, err) -> int:
@@ -152,8 +153,7 @@ def run(args, out, err) -> int:
     if problems:
         for line in problems:
             print(line, file=err)
-        print(f"not imported: {len(problems)} problem(s); nothing written", file=err)
-        return 1
+        return 1  # nothing is written: a config that is missing parts would mislead
     status = 0
     for result, path in zip(results, paths):
         text = emit(result, source, today())

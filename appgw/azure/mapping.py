@@ -403,7 +403,7 @@ class Mapper:
         if host and not pick:
             values["host"] = host
         elif pick:
-            table.notes["name"] = "Host: the settings' host name, else the server's address"
+            table.comment.append("Host: the backend settings' host name, else the server's address")
         port = self.value(props, "port", ("int",))
         if port:
             values["port"] = port
@@ -473,7 +473,7 @@ class Mapper:
                 self.problem(f"{props.path}.path", f"must start with \"/\", got {show(path)}")
                 raise _Skip
             self.settings_path[name] = (path, f"{props.path}.path")
-            table.notes["name"] = f"path override {show(path)}: a rewrite on the rules using it"
+            table.comment.append(f"path override {show(path)}: a rewrite on the rules that use it")
         self.out.backend_settings.append(table)
 
     def trusted_roots(self, table: Table, roots: View) -> None:

@@ -47,12 +47,12 @@ class View:
             return None
         found = lookup(self.raw, name)
         if found is not None and found[0].lower() != "copy":
-            return self._wrap(found[1], f"{self.path}.{found[0]}")
+            return self._wrap(found[1], f"{self.path}.{found[0]}" if self.path else found[0])
         if self.template is not None:
             loops = lookup(self.raw, "copy")
             for i, spec in enumerate(loops[1] if loops and isinstance(loops[1], list) else ()):
                 if isinstance(spec, dict) and str(spec.get("name", "")).lower() == name.lower():
-                    where = f"{self.path}.copy[{i}]"
+                    where = f"{self.path}.copy[{i}]" if self.path else f"copy[{i}]"
                     return View(self.template.copy_loop(spec, where, self.env), where, None, self.env)
         return None
 
