@@ -8,6 +8,7 @@ backends on 127.0.0.2-5 and check what the template says: routing (basic,
 path-based, multi-site), redirects, probes and cookie affinity.
 """
 import io
+import subprocess
 import json
 import re
 from pathlib import Path
@@ -248,6 +249,14 @@ def test_exported_gateway_and_az_show_output_give_the_template_config(importer):
     assert [status for status, _, _ in results] == [0, 0, 0]
 
 
+def test_az_list_output_is_an_array_of_gateways(tmp_path, importer):
+    (tmp_path / "list.json").write_text("[" + (DATA / "az-show.json").read_text() + "]")
+    status, out, err = importer(tmp_path / "list.json")
+    assert out.split("\n", 1)[1] == importer("az-show.json")[1].split("\n", 1)[1]
+    assert warnings_of(err)[0].endswith("list.json: [0].sku: the cloud gateway's size and tier: "
+                                        "no equivalent in appgw, not imported")
+
+
 def test_parameters_file_and_set(tmp_path, importer):
     params = {"$schema": "x", "contentVersion": "1.0.0.0",
               "parameters": {"port": {"value": 9090}}}
@@ -401,3 +410,33 @@ def test_live_imported_config_routes_redirects_probes_and_sticks(tmp_path, backe
     wait_until(lambda: backend_health(gw)[f"127.0.0.3:{port}"] == "Unhealthy", message="app-b Unhealthy")
     assert {requests.get(f"{site}/name", timeout=5).text for _ in range(4)} == {"app-a"}
     assert session.get(f"{site}/name", timeout=5).text == "app-a"
+
+
+# --- the README's example ----------------------------------------------------------------
+
+def readme_example():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Importing an Azure Application Gateway\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+    template = next(body for kind, body in blocks if kind == "json")
+    printed = next(body for kind, body in blocks if kind == "")
+    written = next(body for kind, body in blocks if kind == "toml")
+    return template, printed, written
+
+
+def test_readme_example_is_what_the_command_does(tmp_path, importer):
+    """The README's template gives the README's output, and that output passes
+    `appgw --check` once the header's openssl command has made its certificate."""
+    template, printed, written = readme_example()
+    (tmp_path / "gateway.json").write_text(template)
+    status, out, err = importer(tmp_path / "gateway.json", "-o", tmp_path / "appgw.toml")
+    shown = "\n".join(err).replace(f"{tmp_path}/", "") + "\n"
+    assert (status, shown) == (0, printed)
+    assert (tmp_path / "appgw.toml").read_text() == written
+    commands = [line[len("#   "):] for line in written.splitlines()
+                if line.startswith(("#   mkdir", "#   openssl"))]
+    assert commands and commands[-1].startswith("openssl req -x509")
+    for line in commands:
+        subprocess.run(line.split(), cwd=tmp_path, check=True, capture_output=True)
+    check = run_appgw("-c", tmp_path / "appgw.toml", "--check")
+    assert check.returncode == 0, check.stderr
