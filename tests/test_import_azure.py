@@ -11,14 +11,15 @@ import io
 import subprocess
 import json
 import re
-from pathlib import Path
 
 import pytest
 import requests
 
 from appgw import config_check
 from appgw.azure import command
-from appgw.azure.expressions import SUBSCRIPTION_ID, Template, TemplateError
+from appgw.azure.expressions import Template
+from appgw.azure.functions import SUBSCRIPTION_ID
+from appgw.azure.values import TemplateError
 from harness import REPO, free_port, run_appgw, wait_until
 
 DATA = REPO / "tests" / "azure"

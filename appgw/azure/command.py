@@ -21,7 +21,7 @@ import os
 import sys
 
 from appgw.azure.emit import emit
-from appgw.azure.expressions import TemplateError
+from appgw.azure.values import TemplateError
 from appgw.azure.mapping import map_gateway
 from appgw.azure.source import find_gateways
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from appgw.azure.mapping import Imported, Table
+from appgw.azure.model import Imported, Table
 
 SECTIONS = (  # (attribute, TOML array-of-tables name, nested array name)
     ("listeners", "listeners", None),

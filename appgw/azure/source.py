@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from appgw.azure.expressions import Env, Template, TemplateError, is_expression, lookup, type_name
+from appgw.azure.expressions import Env, Template, is_expression
+from appgw.azure.values import TemplateError, lookup, type_name
 
 GATEWAY_TYPE = "microsoft.network/applicationgateways"
 _CLI_MARKERS = ("httplisteners", "backendaddresspools", "requestroutingrules", "frontendports")
