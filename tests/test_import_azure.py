@@ -7,13 +7,17 @@ tests/azure/live.json, start appgw on the result in front of real
 backends on 127.0.0.2-5 and check what the template says: routing (basic,
 path-based, multi-site), redirects, probes and cookie affinity.
 """
+import copy
 import io
 import subprocess
+import tomllib
 import json
 import re
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appgw import config_check
 from appgw.azure import command
@@ -441,3 +445,43 @@ def test_readme_example_is_what_the_command_does(tmp_path, importer):
         subprocess.run(line.split(), cwd=tmp_path, check=True, capture_output=True)
     check = run_appgw("-c", tmp_path / "appgw.toml", "--check")
     assert check.returncode == 0, check.stderr
+
+
+# --- whatever the template holds -----------------------------------------------------------
+
+FULL = json.loads((DATA / "full.json").read_text())
+
+
+def _paths(node, path=()):
+    yield path
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        yield from _paths(child, path + (key,))
+
+
+FULL_PATHS = list(_paths(FULL))[1:]
+ODD_VALUES = [None, 0, -1, 70000, True, "", "x", "[", "[mystery()]", "[parameters('nope')]",
+              "[copyIndex()]", "[concat(", [], {}, [1], {"id": 3}, {"id": "x/y"}, "/a/*",
+              "*.a.b", "fd00::1", 'a"b\nc', "ü\x00", "[[x]"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(FULL_PATHS), st.sampled_from(ODD_VALUES)), min_size=1, max_size=3))
+def test_any_change_to_a_template_gives_lines_or_toml_never_a_traceback(tmp_path, importer, changes):
+    doc = copy.deepcopy(FULL)
+    for path, value in changes:
+        node = doc
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = copy.deepcopy(value)
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed the way there
+    (tmp_path / "t.json").write_text(json.dumps(doc))
+    status, out, err = importer(tmp_path / "t.json")
+    assert status in (0, 1)
+    if out:
+        tomllib.loads(out)
+    else:
+        assert status == 1 and err
+    assert all("\x00" not in line for line in err)

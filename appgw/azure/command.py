@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from appgw.azure.emit import emit
+from appgw.azure.emit import comment as one_line, emit
 from appgw.azure.values import TemplateError
 from appgw.azure.mapping import map_gateway
 from appgw.azure.source import find_gateways
@@ -145,14 +145,14 @@ def run(args, out, err) -> int:
     paths = output_paths(args.output, [g.name for g in gateways])
     results = [map_gateway(gateway, args.bind_host) for gateway in gateways]
     for line in warnings:
-        print(line, file=err)
+        print(one_line(line), file=err)
     for result in results:
         for warning in result.warnings:
-            print(f"warning: {args.template}: {warning}", file=err)
+            print(one_line(f"warning: {args.template}: {warning}"), file=err)
     problems = [f"{args.template}: {p}" for r in results for p in r.problems]
     if problems:
         for line in problems:
-            print(line, file=err)
+            print(one_line(line), file=err)
         return 1  # nothing is written: a config that is missing parts would mislead
     status = 0
     for result, path in zip(results, paths):
@@ -176,5 +176,5 @@ def main(argv=None, out=None, err=None) -> int:
     try:
         return run(args, out, err)
     except UsageError as error:
-        print(error, file=err)
+        print(one_line(str(error)), file=err)
         return 1

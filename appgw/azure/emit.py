@@ -24,6 +24,7 @@ SECTIONS = (  # (attribute, TOML array-of-tables name, nested array name)
 # Inline tables whose keys are data (header names, status codes): always quoted.
 _DATA_KEYS = {"error_pages", "request_headers", "response_headers"}
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def toml_string(text: str) -> str:
@@ -55,13 +56,18 @@ def toml_value(value, data_keys: bool = False, indent: str = "") -> str:
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
+def comment(text: str) -> str:
+    """Text fit for a TOML comment: control characters (a newline would end it) escaped."""
+    return _CONTROL_RE.sub(lambda m: json.dumps(m.group(0))[1:-1], text)
+
+
 def _table_lines(header: str, table: Table, indent: str = "") -> list:
-    lines = [f"{indent}# {line}" for line in table.comment]
+    lines = [f"{indent}# {comment(line)}" for line in table.comment]
     lines.append(f"{indent}[{header}]" if header == "gateway" else f"{indent}[[{header}]]")
     for key, value in table.values.items():
         line = f"{indent}{toml_key(key)} = {toml_value(value, key in _DATA_KEYS, indent)}"
         note = table.notes.get(key)
-        lines.append(f"{line}  # {note}" if note else line)
+        lines.append(f"{line}  # {comment(note)}" if note else line)
     return lines
 
 
@@ -100,7 +106,7 @@ def _common_name(imported: Imported, certificate: str) -> str:
 
 def emit(imported: Imported, source: str, date: str) -> str:
     """The TOML text; `source` names the template in the header, `date` is YYYY-MM-DD."""
-    blocks = ["\n".join(_header(imported, source, date))]
+    blocks = ["\n".join(comment(line) for line in _header(imported, source, date))]
     if imported.gateway.values:
         blocks.append("\n".join(_table_lines("gateway", imported.gateway)))
     for attribute, name, nested in SECTIONS:

@@ -179,6 +179,10 @@ class Template:
     def __init__(self, doc: dict, values: Optional[dict] = None, overrides: Optional[dict] = None):
         self.parameters = doc.get("parameters") or {}
         self.variables = doc.get("variables") or {}
+        for section in ("parameters", "variables"):
+            if not isinstance(getattr(self, section), dict):
+                raise TemplateError(section, f"must be an object, got "
+                                             f"{type_name(getattr(self, section))}")
         self.values = dict(values or {})
         for name, text in (overrides or {}).items():
             self.values[name] = self.convert_override(name, text)

@@ -18,6 +18,7 @@ Correspondences that are not one-to-one:
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from appgw.azure.model import Imported, Placeholder, Table
 from appgw.azure.reader import Reader, Skip
@@ -134,8 +135,8 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
             table.values["error_pages"] = pages
         return table
 
-    def error_pages(self, props: View, prefix: str) -> dict:
-        """customErrorConfigurations -> {"502": "errors/<prefix>502.html"}, the URLs noted."""
+    def error_pages(self, props: View, owner: str) -> dict:
+        """customErrorConfigurations -> {"502": "errors/[OWNER-]502.html"}, the URLs noted."""
         child = props.get("customErrorConfigurations")
         if child is None or child.raw is None:
             return {}
@@ -148,7 +149,7 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
                 self.problem(f"{entry.path}.statusCode",
                              f"{show(code)} is not one of HttpStatus{', HttpStatus'.join(ERROR_STATUSES)}")
                 continue
-            file = f"errors/{prefix}{number}.html"
+            file = f"errors/{file_part(owner) + '-' if owner else ''}{number}.html"
             pages[number] = file
             self.out.error_pages.append(Placeholder(file, url or "(no URL in the template)"))
         return pages
@@ -159,11 +160,11 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
         for item, props, name in self.entries("sslCertificates"):
             if props.has("keyVaultSecretId"):
                 self.warn(props.get("keyVaultSecretId").path,
-                          f"Key Vault secret ids are not read: certs/{name}.pem and "
-                          f"certs/{name}.key stand in for certificate {show(name)}")
+                          f"Key Vault secret ids are not read: certs/{file_part(name)}.pem and "
+                          f"certs/{file_part(name)}.key stand in for certificate {show(name)}")
 
     def certificate_files(self, name: str) -> tuple:
-        certificate, key = f"certs/{name}.pem", f"certs/{name}.key"
+        certificate, key = f"certs/{file_part(name)}.pem", f"certs/{file_part(name)}.key"
         if all(p.file != certificate for p in self.out.certificates):
             self.out.certificates.append(Placeholder(certificate, f"certificate {show(name)}"))
             self.out.certificates.append(Placeholder(key, f"private key of {show(name)}"))
@@ -199,7 +200,7 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
         for key, what in (("firewallPolicy", "the firewall policy"), ("sslProfile", "the TLS profile")):
             if props.has(key):
                 self.warn(props.get(key).path, f"{what} of a listener: no equivalent in appgw, not imported")
-        pages = self.error_pages(props, f"{name}-")
+        pages = self.error_pages(props, name)
         if pages:
             values["error_pages"] = pages
         self.out.listeners.append(table)
@@ -315,7 +316,7 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
     def trusted_roots(self, table: Table, roots: View) -> None:
         names = [self.resolve(root, "trustedRootCertificates") for root in roots.items()]
         settings = table.values["name"]
-        file = f"certs/{names[0]}.pem" if len(names) == 1 else f"certs/{settings}-roots.pem"
+        file = f"certs/{file_part(names[0] if len(names) == 1 else settings + '-roots')}.pem"
         table.values["trusted_root"] = file
         if all(p.file != file for p in self.out.certificates):
             what = " and ".join(show(n) for n in names)
@@ -352,6 +353,21 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
 
     # --- rewrite sets -------------------------------------------------------------
 
+def file_part(name: str) -> str:
+    """A name as part of a file name: the characters Azure allows in names, others as "_"."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+
+
 def map_gateway(gateway: Gateway, bind_host: str = "0.0.0.0") -> Imported:
     """The appgw config of one gateway, with its warnings and problems."""
-    return Mapper(gateway, bind_host).run()
+    try:
+        mapper = Mapper(gateway, bind_host)
+    except TemplateError as err:  # the gateway's properties are an expression that fails
+        failed = Imported(gateway.name, gateway.view.path)
+        failed.problems.append(str(err))
+        return failed
+    try:
+        return mapper.run()
+    except TemplateError as err:  # outside any one item: a collection that is not an array
+        mapper.out.problems.append(str(err))
+        return mapper.out

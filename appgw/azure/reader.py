@@ -59,6 +59,9 @@ class Reader:
                 item_name = self.value(item, "name", ("string",))
             except Skip:
                 continue
+            except TemplateError as err:
+                self.out.problems.append(str(err))
+                continue
             if not item_name:
                 self.problem(item.path, "has no name")
                 continue
@@ -106,8 +109,6 @@ class Reader:
                                 f"in gateway {show(self.gw.name)}")
             raise Skip
         return target
-
-    # --- the whole gateway ------------------------------------------------------
 
     def guard(self, step, *args):
         """Runs one item's mapping; an item that fails leaves its problem and is skipped."""
