@@ -485,3 +485,36 @@ def test_any_change_to_a_template_gives_lines_or_toml_never_a_traceback(tmp_path
     else:
         assert status == 1 and err
     assert all("\x00" not in line for line in err)
+
+
+def test_comments_condition_and_symbolic_resources(tmp_path, importer):
+    """ARM allows // and /* */ comments, a resource `condition`, and (languageVersion
+    2.0) resources as an object of symbolic names."""
+    template = json.loads((DATA / "minimal.json").read_text())
+    template["parameters"]["deploy"] = {"type": "bool", "defaultValue": True}
+    gateway = template["resources"][0]
+    gateway["condition"] = "[parameters('deploy')]"
+    template["languageVersion"] = "2.0"
+    template["resources"] = {"gateway": gateway}
+    text = json.dumps(template, indent=2).replace(
+        '"contentVersion"', '// the gateway of the tests\n  /* a block\n  comment */ "contentVersion"')
+    (tmp_path / "t.json").write_text(text)
+    status, out, err = importer(tmp_path / "t.json")
+    assert status == 0, err
+    assert out.split("\n", 1)[1] == importer("minimal.json")[1].split("\n", 1)[1]
+    status, out, err = importer(tmp_path / "t.json", "--set", "deploy=false")
+    assert (status, err) == (1, [f"{tmp_path / 't.json'}: resources: no Microsoft.Network/"
+                                 "applicationGateways resource is deployed with these parameters "
+                                 "(its condition is false)"])
+
+
+def test_a_listener_no_rule_uses_is_left_out(tmp_path, importer):
+    template = json.loads((DATA / "minimal.json").read_text())
+    listeners = template["resources"][0]["properties"]["httpListeners"]
+    listeners.append(dict(listeners[0], name="spare"))
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    status, out, err = importer(tmp_path / "t.json")
+    assert status == 0
+    assert 'name = "spare"' not in out
+    assert warnings_of(err) == [f"warning: {tmp_path / 't.json'}: resources[0].properties."
+                                'httpListeners[1]: listener "spare" is used by no rule: not imported']

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from appgw.azure import jsonc
 from appgw.azure.emit import comment as one_line, emit
 from appgw.azure.values import TemplateError
 from appgw.azure.mapping import map_gateway
@@ -55,7 +56,7 @@ def read_json(path: str):
     except OSError as err:
         raise UsageError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        return json.loads(data.decode("utf-8-sig"))  # the portal's exports may carry a BOM
+        return jsonc.loads(data.decode("utf-8-sig"))  # the portal's exports may carry a BOM
     except UnicodeDecodeError as err:
         raise UsageError(f"{path}: not UTF-8 (byte {err.start})") from None
     except json.JSONDecodeError as err:

@@ -90,12 +90,27 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
             self.guard(self.rule, item, props, name)
         for item, props, name in self.entries("backendAddressPools"):
             self.guard(self.pool, item, props, name)
+        self.drop_listeners_without_rule(listeners)
         for item, props, name in self.entries("redirectConfigurations"):
             if name not in self.used_redirects:
                 self.warn(item.path, f"redirect configuration {show(name)} is used by no rule: "
                                      "not imported")
         self.out.rewrite_sets.extend(self.generated_sets.values())
         return self.out
+
+    def drop_listeners_without_rule(self, listeners) -> None:
+        """The template may keep a listener no rule uses; appgw needs a rule for each.
+
+        Judged only when every rule could be mapped (else nothing is written)."""
+        if self.out.problems:
+            return
+        ruled = {t.values["listener"] for t in self.out.rules}
+        targets = {entry.values["redirect"].get("listener") for t in self.out.rules
+                   for entry in [t, *t.nested] if "redirect" in entry.values}
+        unused = {name: item for item, _, name in listeners if name not in ruled | targets}
+        for name, item in unused.items():
+            self.warn(item.path, f"listener {show(name)} is used by no rule: not imported")
+        self.out.listeners = [t for t in self.out.listeners if t.values["name"] not in unused]
 
     def warn_unmapped(self) -> None:
         resource = self.gw.view

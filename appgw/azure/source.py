@@ -2,8 +2,9 @@
 
 Three shapes are accepted:
 - an ARM template: every resource of type Microsoft.Network/applicationGateways
-  (resource `copy` loops included; `resources` as an array or, in
-  languageVersion 2.0 templates, an object of symbolic names);
+  whose `condition` holds (resource `copy` loops included; `resources` as an
+  array or, in languageVersion 2.0 templates, an object of symbolic names);
+  `//` and `/* */` comments, which ARM allows, are read as white space;
 - an exported gateway object, `{"name", "type", "properties": {...}}`
   (a REST GET, `az resource show`), or an array of them;
 - `az network application-gateway show` output, where the CLI has lifted
@@ -125,16 +126,28 @@ def _template_gateways(doc, values, overrides) -> list[Gateway]:
         entries = [(f"resources[{i}]", value) for i, value in enumerate(resources)]
     else:
         raise TemplateError("resources", f"must be an array, got {type_name(resources)}")
-    gateways = []
+    gateways, not_deployed = [], 0
     for path, resource in entries:
         if not isinstance(resource, dict):
             continue
         kind = template.value(resource.get("type", ""), f"{path}.type")
         if not isinstance(kind, str) or kind.lower() != GATEWAY_TYPE:
             continue
+        condition = lookup(resource, "condition")
         for env in _resource_copies(template, resource, path):
+            if condition is not None:
+                deployed = template.value(condition[1], f"{path}.{condition[0]}", env)
+                if not isinstance(deployed, bool):
+                    raise TemplateError(f"{path}.{condition[0]}", f"must be a bool, got "
+                                                                  f"{type_name(deployed)}")
+                if not deployed:
+                    not_deployed += 1
+                    continue
             name = template.value(resource.get("name", ""), f"{path}.name", env)
             gateways.append(Gateway(str(name), View(resource, path, template, env), template))
+    if not gateways and not_deployed:
+        raise TemplateError("resources", "no Microsoft.Network/applicationGateways resource "
+                                         "is deployed with these parameters (its condition is false)")
     if not gateways:
         raise TemplateError("resources", "no Microsoft.Network/applicationGateways resource "
                                          "in the template")
