@@ -25,6 +25,7 @@ setup(
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
+        "brotli>=1.1",
         'toml; python_version<"3.11"',
     ],
     extras_require={
@@ -34,6 +35,7 @@ setup(
             "websockets>=15",
             "hypothesis>=6",
             "pyyaml>=6",
+            "ruff>=0.6",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},

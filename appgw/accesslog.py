@@ -1,4 +1,9 @@
-"""One line per request and per WebSocket session: combined or JSON."""
+"""One line per request and per WebSocket session: combined or JSON.
+
+Both formats carry the same fields under the same names: the combined
+line's `listener= rule= server= rx= duration= pid= ended=` are JSON keys of
+the same name and value, and its status and byte count are "status" and
+"sent"."""
 import json
 import os
 import sys
@@ -61,7 +66,7 @@ class AccessLog:
         return '%s - - [%s] "%s" %d %d "%s" "%s" listener=%s rule=%s server=%s rx=%d duration=%.3f pid=%d%s\n' % (
             e.client, when, _text(request), e.status, e.sent, _text(e.referer) or "-",
             _text(e.user_agent) or "-", e.listener, e.rule, e.server, e.received, duration,
-            os.getpid(), " ended=%s" % e.ended.replace(" ", "_") if e.ended else "")
+            os.getpid(), " ended=" + _ended(e) if e.ended else "")
 
     @staticmethod
     def _json(e, duration):
@@ -69,13 +74,18 @@ class AccessLog:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.start)),
             "client": e.client, "listener": e.listener, "rule": e.rule, "server": e.server,
             "method": _text(e.method), "target": _text(e.target), "version": _text(e.version),
-            "status": e.status, "bytes_received": e.received, "bytes_sent": e.sent,
+            "status": e.status, "sent": e.sent, "rx": e.received,
             "duration": round(duration, 6), "referer": _text(e.referer),
             "user_agent": _text(e.user_agent), "pid": os.getpid(),
         }
         if e.ended:
-            record["websocket_end"] = e.ended
+            record["ended"] = _ended(e)
         return json.dumps(record) + "\n"
+
+
+def _ended(e) -> str:
+    # One word, so that the combined line splits on spaces: "idle_timeout".
+    return e.ended.replace(" ", "_")
 
 
 def _text(value: bytes) -> str:

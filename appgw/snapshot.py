@@ -53,7 +53,8 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
             pool = config.pool_by_name[pool_name]
             settings = config.settings(settings_name)
             probe = config.probe(settings.probe)
-            backends[key] = Backend(pool, settings, [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)])
+            servers = [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)]
+            backends[key] = Backend(pool, settings, servers)
         return backends[key]
 
     def target_for(entry):

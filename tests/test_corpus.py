@@ -123,6 +123,7 @@ ACCEPTED = [case for case in CASES if case.expect == 200]
 REFUSED = [case for case in CASES if case.expect != 200]
 
 
+@pytest.mark.sansio
 def test_corpus_is_well_formed():
     names = [case.name for case in CASES]
     numbers = [name.split("-", 1)[0] for name in names]
@@ -268,6 +269,7 @@ def check_case_keys(case: Case, msg: Forwarded):
         assert msg.body == case.body
 
 
+@pytest.mark.sansio
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_policy(case):
     status, messages = run_policy(case.raw)

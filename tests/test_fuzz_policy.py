@@ -8,6 +8,7 @@ httptools parses back to the same method, target, Host, framing and headers,
 and that the policy itself accepts again unchanged.
 """
 import httptools
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,8 @@ from appgw.errors import ClientError
 from appgw.http1 import CHUNKED, LAST_CHUNK, LENGTH, NONE
 from appgw.policy import backend_head, parse_request
 from test_corpus import ACCEPTED
+
+pytestmark = pytest.mark.sansio
 
 STATUSES = {400, 405, 413, 431, 501}
 MAX_BODY = 4096
@@ -112,7 +115,7 @@ def built_heads(draw):
                                    st.lists(fragments(), max_size=4).map(b"".join)))
         lines.append(name + (b": " if clean else draw(st.sampled_from(SEPARATORS))) + value)
     ends = [b"\r\n" if clean else draw(st.sampled_from(LINE_ENDS)) for _ in lines]
-    return cut_head(b"".join(l + e for l, e in zip(lines, ends)) + b"\r\n")
+    return cut_head(b"".join(line + end for line, end in zip(lines, ends)) + b"\r\n")
 
 
 @st.composite

@@ -9,6 +9,10 @@ Prints ``READY <port>`` once listening (port 0 picks a free one). Modes:
   garbage               answers "HELLO NOT HTTP\\r\\n\\r\\n" and closes
   close-after-response  one keep-alive-looking "200 ok", closes 0.2 s later
                         (a stale pooled connection for the gateway)
+  short-second          "200 ok" keep-alive to a connection's first request; to its
+                        second, Content-Length 100000 with 1000 bytes, then FIN
+  vanish-after-one      "200 ok" keep-alive to the first request, then closes that
+                        connection and stops listening (a replay's connect is refused)
   record                "200 ok" keep-alive to every request, and appends what it
                         received to FILE, one JSON line per recv:
                         {"conn": n, "data": "<latin-1 text>"}
@@ -88,6 +92,20 @@ def mode_close_after_response(sock, conn, args):
     gevent.sleep(0.2)
 
 
+def mode_short_second(sock, conn, args):
+    read_head(sock)
+    sock.sendall(OK_KEEPALIVE)
+    read_head(sock)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+
+
+def mode_vanish_after_one(sock, conn, args):
+    read_head(sock)
+    SERVER.close()     # no new connections from now on
+    sock.sendall(OK_KEEPALIVE)
+    gevent.sleep(0.2)
+
+
 class _AnswerEach:
     """httptools callbacks: answer every complete request with 200 ok."""
 
@@ -122,7 +140,10 @@ MODES = {
     "garbage": mode_garbage,
     "close-after-response": mode_close_after_response,
     "record": mode_record,
+    "short-second": mode_short_second,
+    "vanish-after-one": mode_vanish_after_one,
 }
+SERVER = None
 
 
 def main():
@@ -142,7 +163,8 @@ def main():
         except OSError:
             pass  # the peer went away: nothing to report to a test
 
-    server = StreamServer((args.host, args.port), handle)
+    global SERVER
+    server = SERVER = StreamServer((args.host, args.port), handle)
     server.start()
     print(f"READY {server.server_port}", flush=True)
     server.serve_forever()
