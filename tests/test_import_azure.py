@@ -1,36 +1,30 @@
-"""`appgw import-azure`: ARM expressions, the mapping, the TOML text, bad input, and live.
+"""`appgw import-azure`: ARM expressions, the mapping, the TOML text and bad input.
 
-Every test but `test_live_*` runs without a socket: the
-expression evaluator and the mapping are pure, and the command is called
-in-process on the templates in tests/azure/. The live test imports
-tests/azure/live.json, start appgw on the result in front of real
-backends on 127.0.0.2-5 and check what the template says: routing (basic,
-path-based, multi-site), redirects, probes and cookie affinity.
+All without a socket (marked sansio): the expression evaluator and the
+mapping are pure, and the command is called in-process on the templates
+in tests/azure/. The written file through `appgw --check` and a live
+gateway on an imported config are in test_import_azure_live.py.
 """
 import copy
 import io
-import subprocess
-import tomllib
 import json
 import re
+import tomllib
 
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appgw import config_check
 from appgw.azure import command
 from appgw.azure.expressions import Template
 from appgw.azure.functions import SUBSCRIPTION_ID
 from appgw.azure.values import TemplateError
-from harness import REPO, free_port, run_appgw, wait_until
+from harness import REPO
+
+pytestmark = pytest.mark.sansio
 
 DATA = REPO / "tests" / "azure"
 EPOCH = "1764547200"  # 2025-12-01: the date in the expected headers
-# The rewrite and error-page keys come with the rewrite and error-page
-# features; until then a config that uses them cannot pass --check.
-HAS_REWRITES = "rewrite_sets" in config_check.SECTIONS
 
 
 @pytest.fixture
@@ -191,8 +185,6 @@ def test_full_template_text_and_warnings(importer):
     assert "[parameters('certData')]" not in out
 
 
-@pytest.mark.xfail(not HAS_REWRITES, strict=True,
-                   reason="rewrite_sets and error_pages are not config keys yet")
 def test_full_template_passes_check_once_placeholders_exist(importer):
     status, out, err = importer("full.json")
     assert verdict_of(err) == [
@@ -207,7 +199,9 @@ def test_rewrites_and_error_pages_are_mapped(importer):
     a generated set, customErrorConfigurations -> error_pages (gateway and listener)."""
     status, out, err = importer("full.json")
     sets = re.findall(r'^\[\[rewrite_sets\]\]\nname = "([^"]+)"', out, re.M)
-    assert sets == ["security", "api-headers", "images-settings-path"]
+    assert sets == ["security", "api-headers", "images-settings-path", "none"]
+    legacy = out.split('# pathRules "legacy"')[1].split("# pathRules")[0]
+    assert 'rewrite_set = "none"' in legacy  # not the rule's "security"
     security = out.split('name = "security"')[1].split("[[rewrite_sets]]")[0]
     assert security.index('"strip-server"') < security.index('"hsts"')  # sequence 100 before 200
     assert '{ variable = "var_uri_path", pattern = "^(?:/img1/|/img2/)(.*)" }' in out
@@ -226,8 +220,7 @@ def test_basic_path_override_puts_the_override_before_the_path(tmp_path, importe
     assert '# path override "/base/": a rewrite on the rules that use it' in out
     assert 'rewrite_set = "settings-path"' in out
     assert 'url = { path = "/base{var_uri_path}" }' in out
-    if HAS_REWRITES:
-        assert status == 0, err
+    assert status == 0, err
 
 
 def test_live_template_text_passes_check(importer):
@@ -279,7 +272,7 @@ def test_several_gateways_get_a_file_each(tmp_path, importer):
     gateway["copy"] = {"name": "gateways", "count": 2}
     gateway["properties"]["frontendPorts"][0]["properties"]["port"] = "[add(8000, copyIndex())]"
     for rule in gateway["properties"]["requestRoutingRules"]:
-        for key, ref in rule["properties"].items():
+        for ref in rule["properties"].values():
             if isinstance(ref, dict):
                 ref["id"] = ref["id"].replace("'mini-gw'", "concat('gw', copyIndex())")
     gateway["properties"]["httpListeners"][0]["properties"]["frontendPort"]["id"] = \
@@ -292,16 +285,6 @@ def test_several_gateways_get_a_file_each(tmp_path, importer):
     assert status == 0, err
     assert 'bind = "0.0.0.0:8000"' in (tmp_path / "appgw-gw0.toml").read_text()
     assert 'bind = "0.0.0.0:8001"' in (tmp_path / "appgw-gw1.toml").read_text()
-
-
-def test_written_file_passes_appgw_check(tmp_path):
-    out = tmp_path / "appgw.toml"
-    result = run_appgw("import-azure", DATA / "minimal.json", "-o", out)
-    assert result.returncode == 0, result.stderr
-    assert f"wrote {out} (gateway \"mini-gw\")" in result.stderr
-    check = run_appgw("-c", out, "--check")
-    assert check.returncode == 0, check.stderr
-    assert check.stdout.startswith(f"{out}: ok")
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -359,64 +342,6 @@ def test_what_cannot_be_mapped_is_a_problem(tmp_path, importer, change, line):
     assert (status, out, err) == (1, "", [f"{tmp_path / 't.json'}: {line}"])
 
 
-# --- live -----------------------------------------------------------------------------
-
-def backend_health(gw):
-    body = requests.get(gw.admin_url("/backend-health"), timeout=5).json()
-    return {server["address"]: server["health"]
-            for pool in body["backend_pools"] for server in pool["servers"]}
-
-
-def test_live_imported_config_routes_redirects_probes_and_sticks(tmp_path, backend_factory, gateway_factory):
-    app_a = backend_factory("wsgi_backend.py", "--host", "127.0.0.2", "--name", "app-a")
-    port = app_a.port
-    backend_factory("wsgi_backend.py", "--host", "127.0.0.3", "--port", port, "--name", "app-b")
-    backend_factory("wsgi_backend.py", "--host", "127.0.0.4", "--port", port, "--name", "api")
-    backend_factory("wsgi_backend.py", "--host", "127.0.0.5", "--port", port, "--name", "admin")
-    gw_port, redirect_port = free_port(), free_port()
-    out = tmp_path / "appgw.toml"
-    result = run_appgw("import-azure", DATA / "live.json", "--set", f"gatewayPort={gw_port}",
-                       "--set", f"redirectPort={redirect_port}", "--set", f"backendPort={port}",
-                       "--bind-host", "127.0.0.1", "-o", out)
-    assert result.returncode == 0, result.stderr
-    text = out.read_text()
-    assert 'admin_bind = "127.0.0.1:9901"' in text
-    gw = gateway_factory(text.replace('admin_bind = "127.0.0.1:9901"',
-                                      f'admin_bind = "127.0.0.1:{free_port()}"'))
-    servers = [f"127.0.0.{n}:{port}" for n in (2, 3, 4, 5)]
-    wait_until(lambda: all(backend_health(gw).get(s) == "Healthy" for s in servers),
-               message="every server Healthy")
-    site = f"http://127.0.0.1:{gw_port}"
-
-    # basic rule target of the path map: both app servers take turns
-    names = {requests.get(f"{site}/name", timeout=5).text for _ in range(4)}
-    assert names == {"app-a", "app-b"}
-    # path rule: /echo goes to the api pool, with the settings' host name
-    echo = requests.get(f"{site}/echo", timeout=5).json()
-    assert echo["name"] == "api"
-    assert ["Host", "api.internal.test"] in echo["headers"]
-    # multi-site: the admin host name has its own listener on the same port
-    assert requests.get(f"{site}/name", headers={"Host": "admin.example.test"}, timeout=5).text == "admin"
-    # a path rule's redirect to a URL (Found, path kept, query not)
-    moved = requests.get(f"{site}/old/page?x=1", allow_redirects=False, timeout=5)
-    assert (moved.status_code, moved.headers["Location"]) == (302, "http://docs.example.test/moved/old/page")
-    # a listener that redirects to another (Permanent, path and query kept)
-    to_site = requests.get(f"http://127.0.0.1:{redirect_port}/a/b?q=1", allow_redirects=False, timeout=5)
-    assert (to_site.status_code, to_site.headers["Location"]) == (301, f"http://127.0.0.1:{gw_port}/a/b?q=1")
-
-    # cookie affinity: a client with the cookie stays on one server
-    session = requests.Session()
-    first = session.get(f"{site}/name", timeout=5)
-    assert "ApplicationGatewayAffinity" in session.cookies
-    assert {session.get(f"{site}/name", timeout=5).text for _ in range(5)} == {first.text}
-
-    # the probe: app-b fails /probe-status (status 500 is not in ["200"]) and leaves the pool
-    requests.post(f"http://127.0.0.3:{port}/set-probe-status?code=500", timeout=5).raise_for_status()
-    wait_until(lambda: backend_health(gw)[f"127.0.0.3:{port}"] == "Unhealthy", message="app-b Unhealthy")
-    assert {requests.get(f"{site}/name", timeout=5).text for _ in range(4)} == {"app-a"}
-    assert session.get(f"{site}/name", timeout=5).text == "app-a"
-
-
 # --- the README's example ----------------------------------------------------------------
 
 def readme_example():
@@ -440,29 +365,6 @@ def test_readme_example_is_what_the_command_does(tmp_path, importer):
     assert expected[-1] == "..."
     assert (status, shown[:len(expected) - 1]) == (0, expected[:-1])
     assert (tmp_path / "appgw.toml").read_text() == written
-
-
-@pytest.mark.skipif(not HAS_REWRITES, reason="rewrite_sets and error_pages are not config keys yet")
-def test_full_template_passes_check_once_its_placeholder_files_are_made(tmp_path, importer):
-    """The header's openssl commands make the certificates; with the error pages and
-    the trusted root in place too, `appgw --check` takes the imported file."""
-    status, out, err = importer("full.json", "-o", tmp_path / "appgw.toml")
-    written = (tmp_path / "appgw.toml").read_text()
-    commands = [line[len("#   "):] for line in written.splitlines()
-                if line.startswith(("#   mkdir", "#   openssl"))]
-    assert len(commands) == 3  # mkdir, then one per certificate and key pair
-    for line in commands:
-        subprocess.run(line.split(), cwd=tmp_path, check=True, capture_output=True)
-    (tmp_path / "certs" / "internal-ca.pem").write_bytes((tmp_path / "certs" / "kv-cert.pem").read_bytes())
-    (tmp_path / "errors").mkdir()
-    for page in ("503.html", "https-listener-502.html"):
-        (tmp_path / "errors" / page).write_text("<h1>sorry</h1>\n")
-    check = run_appgw("-c", tmp_path / "appgw.toml", "--check")
-    assert check.returncode == 0, check.stderr
-    # and the importer itself now checks the whole file
-    status, out, err = importer("full.json", "-o", tmp_path / "appgw.toml")
-    assert status == 0
-    assert verdict_of(err)[:2] == ["appgw --check of the result:", f"{tmp_path / 'appgw.toml'}: ok"]
 
 
 # --- whatever the template holds -----------------------------------------------------------

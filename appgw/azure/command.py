@@ -166,7 +166,7 @@ def run(args, out, err) -> int:
             print(f"wrote {path} (gateway {json.dumps(result.name)})", file=err)
         ok, verdict = check(text, path, result.placeholder_files())
         for line in verdict:
-            print(line, file=err)
+            print(one_line(line), file=err)
         status = status if ok else 1
     return status
 

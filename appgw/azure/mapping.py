@@ -91,7 +91,7 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
         for item, props, name in self.entries("backendAddressPools"):
             self.guard(self.pool, item, props, name)
         self.drop_listeners_without_rule(listeners)
-        for item, props, name in self.entries("redirectConfigurations"):
+        for item, _props, name in self.entries("redirectConfigurations"):
             if name not in self.used_redirects:
                 self.warn(item.path, f"redirect configuration {show(name)} is used by no rule: "
                                      "not imported")
@@ -123,7 +123,7 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
 
     def frontend_ports(self) -> dict:
         ports = {}
-        for item, props, name in self.index("frontendPorts", self.collection("frontendPorts")):
+        for _item, props, name in self.index("frontendPorts", self.collection("frontendPorts")):
             try:
                 port = self.value(props, "port", ("int",))
             except Skip:
@@ -172,7 +172,7 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
     # --- certificates and listeners ------------------------------------------------
 
     def certificates(self) -> None:
-        for item, props, name in self.entries("sslCertificates"):
+        for _item, props, name in self.entries("sslCertificates"):
             if props.has("keyVaultSecretId"):
                 self.warn(props.get("keyVaultSecretId").path,
                           f"Key Vault secret ids are not read: certs/{file_part(name)}.pem and "

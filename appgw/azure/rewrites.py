@@ -13,18 +13,12 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from appgw import rewrite
 from appgw.azure.model import Table
 from appgw.azure.reader import Skip
 from appgw.azure.source import View
 from appgw.azure.values import show
 
-# Server variables appgw's rewrites know (the cloud gateway's names).
-REWRITE_VARIABLES = {
-    "var_client_ip", "var_client_port", "var_host", "var_http_method", "var_request_uri",
-    "var_uri_path", "var_query_string", "var_request_scheme", "var_server_port",
-    "var_ssl_enabled",
-}
-_HEADER_VARIABLE_RE = re.compile(r"(http_req|http_resp)_[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _VALUE_VARIABLE_RE = re.compile(r"\{([^{}]*)\}")
 
 
@@ -88,9 +82,8 @@ class RewriteMapping:
         return Table(values)
 
     def check_variable(self, name: str, where: str) -> None:
-        base = re.sub(r"_[0-9]+$", "", name)
-        if name in REWRITE_VARIABLES or base in REWRITE_VARIABLES or \
-                _HEADER_VARIABLE_RE.fullmatch(name):
+        # appgw's own list: a capture `{var_uri_path_1}` names its variable
+        if rewrite.variable_phase(name) or rewrite.variable_phase(re.sub(r"_[0-9]+$", "", name)):
             return
         self.problem(where, f"server variable {show(name)} is not supported by appgw's rewrites")
         raise Skip
@@ -99,7 +92,21 @@ class RewriteMapping:
         for match in _VALUE_VARIABLE_RE.finditer(text):
             self.check_variable(match.group(1), where)
 
-    # --- rules --------------------------------------------------------------------
+    def no_rewrites(self) -> str:
+        """An empty set, for a path entry that must not take its rule's set."""
+        key = ("", "", "none")
+        if key not in self.generated_sets:
+            name = "none"
+            while self.set_name_taken(name):
+                name += "-"
+            self.generated_sets[key] = Table({"name": name}, comment=[
+                "no rewrites: for path rules without a set of their own (in the template",
+                "the set of their rule applies to unmatched paths only)"])
+        return self.generated_sets[key].values["name"]
+
+    def set_name_taken(self, name: str) -> bool:
+        return any(t.values["name"] == name
+                   for t in [*self.out.rewrite_sets, *self.generated_sets.values()])
 
     def with_path_override(self, target, paths) -> Optional[str]:
         """The rewrite set of a target, a generated one when its settings override the path."""
@@ -120,8 +127,7 @@ class RewriteMapping:
         if key not in self.generated_sets:
             base = target.rewrite_set
             name = "-".join(filter(None, [base, target.settings, "path"]))
-            while any(t.values["name"] == name for t in self.out.rewrite_sets) or \
-                    any(t.values["name"] == name for t in self.generated_sets.values()):
+            while self.set_name_taken(name):
                 name += "-" + str(len(self.generated_sets) + 1)
             rule = {"name": "path-override"}
             if conditions:

@@ -4,8 +4,9 @@ Rules are written in `priority` order (those without one after, in
 template order). A redirect configuration is written inline where a rule
 or path rule uses it (appgw has no redirect section); absent `includePath`
 and `includeQueryString` are false, as in the template. A path rule
-without a rewrite set gets `rewrite_set = ""` when its rule has one: in the
-template the path map's default set applies to unmatched paths only.
+without a rewrite set gets an empty one when its rule has one: in the
+template the path map's default set applies to unmatched paths only, in
+appgw a path entry without a set takes its rule's.
 """
 
 from __future__ import annotations
@@ -151,8 +152,7 @@ class RouteMapping:
             table = Table(values, comment=[f"pathRules {show(entry_name)}"] if entry_name else [])
             self.put_target(values, table, target, paths, props.path)
             if rule_set and "redirect" not in values and "rewrite_set" not in values:
-                values["rewrite_set"] = ""
-                table.notes["rewrite_set"] = "none: the rule's set is for unmatched paths"
+                values["rewrite_set"] = self.no_rewrites()
             if props.has("firewallPolicy"):
                 self.warn(props.get("firewallPolicy").path,
                           "the firewall policy of a path rule: no equivalent in appgw, not imported")
