@@ -672,7 +672,7 @@ def read_rewrite_rule(t: Table, names: set) -> Optional[RewriteRule]:
     captures = rewrite.capture_map(conditions)
     request_actions = t.has("request_headers") or t.has("url")
     if request_actions:
-        for ct, condition in zip(condition_tables, conditions):
+        for ct in condition_tables:
             variable = ct.values.get("variable", "")
             if rewrite.variable_phase(variable) == "response":
                 ct.add("variable", f"{variable} is only known once the answer arrives, and this rule "

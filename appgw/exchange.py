@@ -16,20 +16,31 @@ another, and `phase` says where to go on.
     RELAYING  the client head is out; `unsent` and `remaining` body bytes are left
     DONE      finished: the backend connection pooled or closed, the line logged
 
-Decisions made here and nowhere else: routing, the request rules, the
-server (balancer, affinity cookie), whether a connection needs its stale
-check, the upstream head, the answer head's limits and parse, interim
-answers, the client's head for every answer (proxied or the gateway's own),
-keep-alive, whether the backend connection may be pooled, the log line.
+Decisions made here and nowhere else: routing, the request rules (a
+rewrite set's request phase, and a re-route), the server (balancer,
+affinity cookie), whether a connection needs its stale check, the upstream
+head, the answer head's limits and parse, interim answers, the client's
+head for every answer (proxied or the gateway's own: the response rules,
+compression, error pages), keep-alive, whether the backend connection may
+be pooled, the log line. A target without rules pays one attribute test per
+phase for them.
 """
 import enum
+import logging
 import time
 
 from .accesslog import Entry
+from .compress import Encoder, client_coding, compressed_lines, vary_lines
+from .errorpages import reason as reason_phrase
 from .errors import BackendError, ClientError
 from .http1 import CHUNKED, HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE, UNTIL_CLOSE, FramingError
-from .policy import backend_head, client_head, cookie_value, gateway_response, parse_request, parse_response
+from .policy import (
+    HOP_BY_HOP, backend_head, client_head, cookie_value, gateway_response, parse_request, parse_response, passed_lines,
+)
+from .rewrite import RewriteView
 from .router import Redirector
+
+log = logging.getLogger("appgw")
 
 
 class Phase(enum.IntEnum):
@@ -44,11 +55,6 @@ class Phase(enum.IntEnum):
 
 NEW, ROUTED, SENDING, AWAITING, ANSWERED, RELAYING, DONE = Phase
 
-REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
-           502: "Bad Gateway", 504: "Gateway Timeout", 301: "Moved Permanently", 302: "Found",
-           303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect"}
-
 
 class Exchange:
     """One request and its answer. `down` is the client connection that
@@ -56,7 +62,8 @@ class Exchange:
 
     __slots__ = ("down", "phase", "head", "req", "entry", "routes", "target", "affinity", "endpoint",
                  "upstream", "set_cookie", "up_head", "sent", "buf", "resp", "rest", "framing", "keep",
-                 "reusable", "remaining", "unsent", "error", "started", "response_started")
+                 "reusable", "remaining", "unsent", "error", "started", "response_started", "view", "rewrite",
+                 "encoder")
 
     def __init__(self, down, head: bytes, req=None):
         self.down = down
@@ -78,6 +85,9 @@ class Exchange:
         self.error = None           # an error met by a driver that could not answer it (a timeout)
         self.started = 0.0
         self.response_started = False   # a byte of the answer reached the client
+        self.view = None            # the rewrite set's variables, when the target has a set
+        self.rewrite = None         # what the set does to this request (rewrite.RequestRewrite)
+        self.encoder = None         # compress.Encoder of a compressed answer
 
     # -- the request ---------------------------------------------------------
 
@@ -97,10 +107,27 @@ class Exchange:
             raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
         self.entry.listener, self.entry.rule = routes.listener.name, routes.rule.name
         target = self.target = routes.route(req.path)
-        if type(target) is not Redirector:
-            name = target.settings.affinity_cookie
-            if name:
-                self.affinity = cookie_value(req.headers, name.encode())
+        if type(target) is Redirector:
+            return target
+        if target.rewrite is not None:
+            target = self.request_rules(target)
+            if type(target) is Redirector:
+                return target
+        name = target.settings.affinity_cookie
+        if name:
+            self.affinity = cookie_value(req.headers, name.encode())
+        return target
+
+    def request_rules(self, target):
+        """Run the target's rewrite set on the request; a rewritten path with
+        reroute is routed again through the rule's paths, once: the new
+        target's own set does not run."""
+        down = self.down
+        self.view = RewriteView(self.req, down.client_ip, down.client_port, down.site.protocol == "https",
+                                self.routes.listener.port)
+        rewrite = self.rewrite = target.rewrite.request(self.view)
+        if rewrite is not None and rewrite.reroute and rewrite.path is not None:
+            target = self.target = self.routes.route(rewrite.path)
         return target
 
     def redirect(self) -> bytes:
@@ -108,7 +135,7 @@ class Exchange:
         req, target = self.req, self.target
         location = target.location(req.host, req.path, req.query)
         self.keep = req.keep_alive and req.framing == NONE and not self.down.runtime.stopping
-        return self.gateway_answer(target.status, b"", (b"Location: " + location,), self.keep)
+        return self.gateway_answer(target.status, (b"Location: " + location,), self.keep)
 
     def choose(self, tried=()):
         """A server of the target's pool not in `tried`, or None."""
@@ -147,7 +174,7 @@ class Exchange:
             host = endpoint.address_host.encode()
         else:
             host = req.host
-        self.up_head = backend_head(req, host, routes.proto, routes.port, self.down.client_ip.encode())
+        self.up_head = backend_head(req, host, routes.proto, routes.port, self.down.client_ip.encode(), self.rewrite)
         endpoint.active += 1
         self.started = time.monotonic()
         self.sent = 0
@@ -221,6 +248,10 @@ class Exchange:
         self.entry.status = resp.status
         extra = (self.set_cookie,) if self.set_cookie else ()
         self.phase = ANSWERED
+        target = self.target
+        if target.rewrite is not None and target.rewrite.has_response:
+            resp.passed = target.rewrite.response(self.view, passed_lines(resp), resp.status, resp.headers)
+            resp.drop = HOP_BY_HOP
         if resp.status == 101:
             # HTTP ends here for this connection: the relay owns it next.
             self.keep = self.reusable = False
@@ -232,6 +263,8 @@ class Exchange:
             framing = CHUNKED if req.minor == 1 else UNTIL_CLOSE
             if framing == UNTIL_CLOSE and resp.codings:
                 raise BackendError(502, "transfer coding an HTTP/1.0 client cannot receive")
+        if target.compress is not None and req.minor == 1:
+            framing = self.compression(resp, framing)
         self.framing = framing
         self.keep = req.keep_alive and framing != UNTIL_CLOSE and not runtime.stopping
         # Some servers (gevent's pywsgi among them) send a body after a HEAD
@@ -242,6 +275,25 @@ class Exchange:
         self.remaining = resp.content_length if resp.framing == LENGTH else 0
         self.unsent = client_head(resp, framing, self.keep, req.minor, extra)
         return self.unsent
+
+    def compression(self, resp, framing):
+        """Compress the answer when its type, size and request allow and the
+        client accepts a coding; the client framing then is chunked. An
+        answer that might be compressed for another client says Vary."""
+        req = self.req
+        lines = passed_lines(resp)
+        if not self.target.compress.eligible(req.method, resp.status, lines, resp.content_length,
+                                             transfer_codings=resp.codings):
+            return framing
+        coding, ranged = client_coding(req.headers)
+        if coding is None or ranged:
+            resp.passed = vary_lines(lines)
+        else:
+            resp.passed = compressed_lines(lines, coding)
+            self.encoder = Encoder(coding)
+            framing = CHUNKED
+        resp.drop = HOP_BY_HOP
+        return framing
 
     def body(self, data):
         """A piece of a Content-Length (or body-less) answer as read: what of it belongs to
@@ -301,19 +353,30 @@ class Exchange:
             keep = False
             if self.response_started:
                 return b"", False
-        entry.status = error.status
-        return self.gateway_answer(error.status, error.reason.encode(), (), keep), keep
+        # The reason names pools, servers and addresses: the logs get it,
+        # the client the error page or a generic body.
+        entry.reason = error.reason
+        if error.status >= 500:
+            log.warning("%d to %s for %s: %s", error.status, self.down.client_ip, _what(req), error.reason)
+        else:
+            log.debug("%d to %s for %s: %s", error.status, self.down.client_ip, _what(req), error.reason)
+        routes = self.routes
+        content_type, body = (routes.pages if routes is not None else self.down.site.pages).body(error.status)
+        return self.gateway_answer(error.status, (b"Content-Type: " + content_type,), keep, body), keep
 
-    def gateway_answer(self, status: int, reason: bytes, lines, keep: bool) -> bytes:
-        """The head (and short body) of an answer the gateway makes itself."""
+    def gateway_answer(self, status: int, lines, keep: bool, body=b"") -> bytes:
+        """The head (and body) of an answer the gateway makes itself."""
         self.entry.status = status
-        phrase = REASONS.get(status, "").encode()
-        body = b"%d %s: %s\n" % (status, phrase, reason) if reason else b""
-        if body:
-            lines = (b"Content-Type: text/plain; charset=utf-8",) + tuple(lines)
-        resp = gateway_response(status, phrase, list(lines), len(body))
+        resp = gateway_response(status, reason_phrase(status), list(lines), len(body))
         minor = self.req.minor if self.req is not None else 1
         return client_head(resp, LENGTH if body else NONE, keep, minor) + body
+
+
+def _what(req) -> str:
+    """The request, for a log line."""
+    if req is None:
+        return "a request that could not be read"
+    return "%s %s" % (req.method.decode("latin-1"), req.target.decode("latin-1")[:200])
 
 
 _UPGRADE_LINES = (b"Upgrade: websocket", b"Connection: Upgrade")

@@ -284,8 +284,8 @@ class FastPath:
         except BackendError as error:
             ex.error = error
             return self.resume(ex)
-        if resp.framing != LENGTH and resp.framing != NONE:
-            # Chunked or until close: the greenlet relays it, head already made.
+        if (resp.framing != LENGTH and resp.framing != NONE) or ex.encoder is not None:
+            # Chunked, until close or compressed: the greenlet relays it, head already made.
             ex.rest = bytes(rest)
             return self.resume(ex)
         body = ex.body(rest)

@@ -166,12 +166,16 @@ def _set_framing(req, lengths, codings, max_body_size):
     req.framing = LENGTH if req.content_length else NONE
 
 
-def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip: bytes) -> bytes:
+def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip: bytes, rewrite=None) -> bytes:
     """The head sent to a backend, re-serialized from parsed values.
 
     Hop-by-hop headers and the names Connection lists are dropped first; the
-    X-Forwarded-* headers are added after, so a client cannot strip them."""
-    lines = [b"%s %s HTTP/1.1" % (req.method, req.target), b"Host: " + host]
+    X-Forwarded-* headers are added after, so a client cannot strip them.
+    `rewrite` (a rewrite.RequestRewrite) changes the target and edits the
+    header lines last, so a rewrite set may set X-Forwarded-* too (the
+    framing and Host lines are not its to change: the config refuses that)."""
+    target = req.target if rewrite is None else rewrite.target(req)
+    lines = [b"%s %s HTTP/1.1" % (req.method, target), b"Host: " + host]
     lines += req.passed if req.drop is HOP_BY_HOP else _without(req.passed, req.drop)
     if req.websocket:
         lines.append(b"Upgrade: websocket")
@@ -187,8 +191,15 @@ def backend_head(req: Request, host: bytes, proto: bytes, port: bytes, client_ip
     lines.append(b"X-Forwarded-Proto: " + proto)
     lines.append(b"X-Forwarded-Port: " + port)
     lines.append(b"X-Original-Host: " + req.host)
+    if rewrite is not None and rewrite.headers:
+        lines[1:] = rewrite.apply_headers(lines[1:])
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+def passed_lines(resp) -> list:
+    """The answer's header lines that go on to the client."""
+    return resp.passed if resp.drop is HOP_BY_HOP else _without(resp.passed, resp.drop)
 
 
 def _without(lines, names):
@@ -311,7 +322,7 @@ def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: in
     """The head sent to the client: the backend's headers less hop-by-hop ones,
     with framing and Connection set for this client connection."""
     lines = [b"HTTP/1.%d %d %s" % (client_minor, resp.status, resp.reason)]
-    lines += resp.passed if resp.drop is HOP_BY_HOP else _without(resp.passed, resp.drop)
+    lines += passed_lines(resp)
     if framing == CHUNKED:
         lines.append(b"Transfer-Encoding: " + b", ".join(resp.codings + [b"chunked"]))
     elif resp.content_length is not None and resp.status != 204:

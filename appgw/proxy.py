@@ -12,6 +12,7 @@ import functools
 import socket
 import time
 
+import gevent
 from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
@@ -30,12 +31,13 @@ class ClientGone(Exception):
 class Connection:
     """State of one client connection across its requests."""
 
-    __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served", "waiting",
+    __slots__ = ("sock", "client_ip", "client_port", "site", "runtime", "gateway", "buf", "served", "waiting",
                  "handed_over", "timers", "fast", "counted")
 
-    def __init__(self, sock, client_ip, site, runtime):
+    def __init__(self, sock, client_ip, site, runtime, client_port=0):
         self.sock = sock
         self.client_ip = client_ip
+        self.client_port = client_port
         self.site = site
         self.runtime = runtime
         self.gateway = runtime.config.gateway
@@ -348,7 +350,9 @@ class Connection:
         ex.unsent = b""
         self.sock.settimeout(self.gateway.client_idle_timeout)   # for each send of the answer
         entry = ex.entry
-        if resp.framing == NONE or resp.framing == LENGTH:
+        if ex.encoder is not None:
+            self.relay_compressed(ex, head, rest)
+        elif resp.framing == NONE or resp.framing == LENGTH:
             first = ex.body(rest)
             ex.response_started = True
             try:
@@ -410,6 +414,61 @@ class Connection:
                 self.send(pending, entry)
                 pending = b""
             data = self.from_backend(upstream)
+
+    def relay_compressed(self, ex, head, rest):
+        """Decode the backend's framing, encode, send chunked. The encoder
+        takes a bounded piece at a time and the loop is served between
+        pieces, so a large compressible answer never holds up other
+        connections; memory stays one read and one piece."""
+        entry, encoder = ex.entry, ex.encoder
+        ex.response_started = True
+        self.send(head, entry)
+        for data in self.backend_body(ex, rest):
+            for out in encoder.pieces(data):
+                self.send(chunk(out), entry)
+                gevent.sleep(0)
+        tail = encoder.finish()
+        self.send((chunk(tail) if tail else b"") + LAST_CHUNK, entry)
+
+    def backend_body(self, ex, rest):
+        """The answer's body as it comes, its backend framing undone."""
+        framing, upstream = ex.resp.framing, ex.upstream
+        if framing == LENGTH:
+            data = ex.body(rest)
+            while True:
+                if data:
+                    yield data
+                if not ex.remaining:
+                    return
+                data = ex.body(self.from_backend(upstream))
+        elif framing == CHUNKED:
+            decoder = ChunkedDecoder()
+            data = bytes(rest)
+            while True:
+                try:
+                    pieces = decoder.feed(data)
+                except FramingError:
+                    raise ClientGone() from None   # the client sees a missing last chunk
+                for piece in pieces:
+                    if piece:
+                        yield piece
+                if decoder.done:
+                    if decoder.rest:
+                        ex.unclean()
+                    return
+                data = self.from_backend(upstream)
+        else:
+            ex.unclean()
+            if rest:
+                yield bytes(rest)
+            while True:
+                try:
+                    data = sockio.recv(upstream, RECV)
+                except OSError:
+                    raise ClientGone() from None
+                if not data:
+                    return
+                yield data
 
     def relay_until_close(self, ex, head, rest):
         framing, upstream, entry = ex.framing, ex.upstream, ex.entry

@@ -9,7 +9,7 @@ from appgw.accesslog import AccessLog, Entry
 
 pytestmark = pytest.mark.sansio
 
-FIELDS = re.compile(r" (\w+)=(\S+)")
+FIELDS = re.compile(r' (\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
 def lines_of(entry):
@@ -46,6 +46,14 @@ def test_status_and_bytes_sent_are_the_same_in_both():
     status, sent = re.search(r'" (\d+) (\d+) "', line).groups()
     assert record["status"] == int(status) == 101
     assert record["sent"] == int(sent) == 567
+
+
+def test_the_reason_of_a_gateway_answer_is_in_both():
+    entry = session_entry()
+    entry.ended, entry.status, entry.reason = "", 502, 'no healthy server in pool "app"'
+    combined, record, _ = lines_of(entry)
+    assert combined["reason"] == '"no healthy server in pool \\"app\\""'
+    assert record["reason"] == 'no healthy server in pool "app"'
 
 
 def test_a_request_without_a_session_end_has_no_ended_field():

@@ -235,7 +235,7 @@ def test_a_failure_after_the_answer_began_says_nothing_more():
 def test_a_404_keeps_the_connection_only_when_nothing_of_the_request_is_left():
     down = Down()
     unknown = SimpleNamespace(**{**vars(down), "site": SimpleNamespace(
-        listeners=down.site.listeners, listener_for=lambda host: None)})
+        listeners=down.site.listeners, pages=down.site.pages, listener_for=lambda host: None)})
     unknown.log = lambda entry: None
     get = Exchange(unknown, head())
     with pytest.raises(ClientError) as caught:
