@@ -5,9 +5,8 @@ The live tests import tests/azure/live.json, start appgw on the result in
 front of real backends on 127.0.0.2-5 (one port, as the template's backend
 settings give one port to a pool) and check what the template says:
 routing (basic, path-based, multi-site), redirects, probes and cookie
-affinity; and a rewrite set, a backend path override and a custom error
-page, which wait for the proxy to apply them. The socket-free tests are in
-test_import_azure.py.
+affinity; a rewrite set, a backend path override and a custom error page.
+The socket-free tests are in test_import_azure.py.
 """
 import io
 import subprocess
@@ -140,10 +139,6 @@ def test_live_imported_config_routes_redirects_probes_and_sticks(imported_gatewa
     assert session.get(f"{site}/name", timeout=5).text == "app-a"
 
 
-# The config keys exist and the import writes them; the proxy does not apply
-# rewrite sets and error pages yet. Strict: once it does, this passes, fails
-# as XPASS, and the mark is to go.
-@pytest.mark.xfail(strict=True, reason="the proxy does not apply rewrite sets and error pages yet")
 def test_live_imported_rewrites_path_override_and_error_page(imported_gateway):
     gw, site, redirect_port, port = imported_gateway
     # the path override "/" of root-settings: /static/echo reaches the backend as /echo
