@@ -437,3 +437,12 @@ def test_a_listener_no_rule_uses_is_left_out(tmp_path, importer):
     assert 'name = "spare"' not in out
     assert warnings_of(err) == [f"warning: {tmp_path / 't.json'}: resources[0].properties."
                                 'httpListeners[1]: listener "spare" is used by no rule: not imported']
+
+
+def test_every_part_without_an_equivalent_is_one_warning_line(importer):
+    """tests/azure/unmapped.json: a working gateway plus everything appgw has no
+    equivalent for; a feature switched off (enableFips false) is no warning."""
+    status, out, err = importer("unmapped.json")
+    assert warnings_of(err) == (DATA / "unmapped.warnings").read_text().splitlines()
+    assert status == 0
+    assert verdict_of(err)[:2] == ["appgw --check of the result:", "<stdout>: ok"]

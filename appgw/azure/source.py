@@ -75,11 +75,11 @@ class View:
         return self.template.value(self.raw, self.path, self.env)
 
     def has(self, name: str) -> bool:
-        """Present and not null/empty: what a warning about an unused feature needs."""
+        """Present and not null, empty or false: a feature in use, for a warning about it."""
         if not isinstance(self.raw, dict):
             return False
         found = lookup(self.raw, name)
-        return found is not None and found[1] not in (None, [], {}, "")
+        return found is not None and found[1] not in (None, [], {}, "", False)
 
 
 @dataclass
