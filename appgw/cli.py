@@ -12,7 +12,10 @@ import sys
 def parse_args(argv):
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="appgw", description="HTTP and WebSocket application gateway")
+    parser = argparse.ArgumentParser(prog="appgw", description="HTTP and WebSocket application gateway",
+                                     epilog="appgw import-azure TEMPLATE.json [-o FILE] turns an Azure "
+                                            "Application Gateway template into appgw.toml "
+                                            "(appgw import-azure --help)")
     parser.add_argument("-c", "--config", default="appgw.toml", help="the TOML file (default: appgw.toml)")
     parser.add_argument("--check", action="store_true", help="validate the file, print a summary and exit")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -446,3 +446,9 @@ def test_every_part_without_an_equivalent_is_one_warning_line(importer):
     assert warnings_of(err) == (DATA / "unmapped.warnings").read_text().splitlines()
     assert status == 0
     assert verdict_of(err)[:2] == ["appgw --check of the result:", "<stdout>: ok"]
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, importer):
+    status, out, err = importer("minimal.json", "-o", tmp_path / "no-such-dir" / "appgw.toml")
+    assert (status, err) == (1, [f"{tmp_path / 'no-such-dir' / 'appgw.toml'}: cannot write: "
+                                 "No such file or directory"])

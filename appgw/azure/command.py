@@ -36,7 +36,7 @@ def parse_args(argv):
         prog="appgw import-azure",
         description="Turn an Azure Application Gateway template (or an exported gateway) "
                     "into appgw.toml")
-    parser.add_argument("template", help="ARM template, exported gateway, or "
+    parser.add_argument("template", metavar="TEMPLATE.json", help="ARM template, exported gateway, or "
                                          "`az network application-gateway show` output (JSON)")
     parser.add_argument("--parameters", metavar="PARAMS.json", help="an ARM parameters file")
     parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
@@ -44,7 +44,7 @@ def parse_args(argv):
     parser.add_argument("-o", "--output", metavar="FILE", default="-",
                         help="where to write (default: standard output); with several gateways "
                              "each gets its name added: appgw-NAME.toml")
-    parser.add_argument("--bind-host", default="0.0.0.0",
+    parser.add_argument("--bind-host", metavar="HOST", default="0.0.0.0",
                         help="the address listeners bind (default 0.0.0.0)")
     return parser.parse_args(argv)
 
@@ -161,8 +161,11 @@ def run(args, out, err) -> int:
         if path == "-":
             out.write(text)
         else:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+            try:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as error:
+                raise UsageError(f"{path}: cannot write: {error.strerror}") from None
             print(f"wrote {path} (gateway {json.dumps(result.name)})", file=err)
         ok, verdict = check(text, path, result.placeholder_files())
         for line in verdict:
