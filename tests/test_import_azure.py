@@ -73,6 +73,7 @@ TEMPLATE = {
             {"name": "names", "count": 3, "input": "[format('srv{0:D2}', copyIndex('names', 1))]"},
             {"name": "objects", "count": "[length(parameters('hosts'))]",
              "input": {"host": "[parameters('hosts')[copyIndex('objects')]]", "index": "[copyIndex('objects')]"}},
+            {"name": "unnamed", "count": 1, "input": "[copyIndex()]"},
         ],
     },
 }
@@ -158,6 +159,9 @@ def test_parameter_values_from_a_file_and_from_set():
     ("[concat('a') 'b']", None, None,
      "x: cannot parse the expression \"[concat('a') 'b']\": unexpected 'b' after the expression"),
     ("[copyIndex()]", None, None, "x: copyIndex() is used outside a copy loop"),
+    ("[variables('unnamed')]", None, None,
+     "variables.copy[2].input: copyIndex() without a loop name counts the resource's copy loop, "
+     'and there is none here: name the loop, copyIndex("unnamed")'),
     ("[int('4x')]", None, None, 'x: int(): cannot convert string "4x" to an integer'),
     ("[toLower(1)]", None, None, "x: toLower(): the argument must be a string, got int 1"),
     ("[format('{1}', 'a')]", None, None, "x: format(): {1} but only 1 values follow"),

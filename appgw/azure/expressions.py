@@ -166,7 +166,7 @@ def parse(text: str):
 
 # --- the evaluator -------------------------------------------------------------
 
-Env = tuple  # ((loop name or "", index), ...) of the enclosing copy loops, innermost last
+Env = tuple  # ((loop name, index, "resource" | "loop"), ...) of the enclosing copy loops, innermost last
 
 
 class Template:
@@ -314,7 +314,7 @@ class Template:
         body = lookup(spec, "input")
         if body is None:
             raise TemplateError(path, "a copy loop needs name, count and input")
-        return [self.value(body[1], f"{path}.input", env + ((str(name), i),)) for i in range(count)]
+        return [self.value(body[1], f"{path}.input", env + ((str(name), i, "loop"),)) for i in range(count)]
 
     def string(self, text: str, path: str, env: Env = ()):
         if text.startswith("[["):

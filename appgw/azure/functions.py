@@ -101,8 +101,14 @@ def _copy_index(tpl, args, path, env):
     if not env:
         raise TemplateError(path, "copyIndex() is used outside a copy loop")
     if name is None:
-        return env[-1][1] + offset
-    for loop, index in reversed(env):
+        # as in ARM: without a name it is the resource's loop; property and
+        # variable loops are always named
+        for _loop, index, kind in env:
+            if kind == "resource":
+                return index + offset
+        raise TemplateError(path, "copyIndex() without a loop name counts the resource's copy "
+                                  f"loop, and there is none here: name the loop, copyIndex({show(env[-1][0])})")
+    for loop, index, _kind in reversed(env):
         if loop.lower() == name.lower():
             return index + offset
     raise TemplateError(path, f"copyIndex({show(name)}): no enclosing copy loop named {show(name)}")

@@ -166,4 +166,4 @@ def _resource_copies(template: Template, resource: dict, path: str) -> list[Env]
     if type_name(count) != "int" or count < 0:
         raise TemplateError(f"{path}.copy.count", f"must be an integer >= 0, got {count!r}")
     name = str(spec.get("name", ""))
-    return [((name, i),) for i in range(count)]
+    return [((name, i, "resource"),) for i in range(count)]
