@@ -456,3 +456,20 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, importer):
     status, out, err = importer("minimal.json", "-o", tmp_path / "no-such-dir" / "appgw.toml")
     assert (status, err) == (1, [f"{tmp_path / 'no-such-dir' / 'appgw.toml'}: cannot write: "
                                  "No such file or directory"])
+
+
+def test_parameter_input_problems(tmp_path, importer):
+    params = {"parameters": {"port": {"value": 9090},
+                             "secret": {"reference": {"keyVault": {"id": "/kv"}, "secretName": "s"}}}}
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    status, out, err = importer("minimal.json", "--parameters", tmp_path / "p.json")
+    assert status == 0 and 'bind = "0.0.0.0:9090"' in out
+    assert warnings_of(err) == [
+        f"warning: {tmp_path / 'p.json'}: parameters.secret.reference: Key Vault references are "
+        "not read; give the value with --set secret=VALUE if the gateway needs it"]
+    assert importer("minimal.json", "--set", "prot=80")[::2] == (
+        1, ['minimal.json: --set: no parameter named "prot" in the template'])
+    assert importer("minimal.json", "--set", "port")[::2] == (1, ["--set port: expected NAME=VALUE"])
+    assert importer("exported.json", "--set", "port=80")[::2] == (
+        1, ["exported.json: --parameters/--set: parameters apply to ARM templates only; this is "
+            "an exported gateway"])
