@@ -238,8 +238,9 @@ def test_live_template_text_passes_check(importer):
 def test_exported_gateway_and_az_show_output_give_the_template_config(importer):
     results = [importer(name) for name in ("minimal.json", "exported.json", "az-show.json")]
     bodies = [out.split("\n", 1)[1] for _, out, _ in results]
-    # the export states requestTimeout 20 (the template left it to the default)
-    assert bodies[1] == bodies[0].replace("port = 80\n", "port = 80\nrequest_timeout = 20\n")
+    # the export states requestTimeout 20; the template left it to the cloud gateway's 30
+    assert bodies[1] == bodies[0].replace("request_timeout = 30  # the cloud gateway's default\n",
+                                          "request_timeout = 20\n")
     assert bodies[2] == bodies[1]
     assert warnings_of(results[1][2]) == [
         "warning: exported.json: properties.sku: the cloud gateway's size and tier: no equivalent "

@@ -12,7 +12,8 @@ Correspondences that are not one-to-one:
 - Certificates are placeholder files, `certs/NAME.pem` and `.key`; custom
   error pages are `errors/[LISTENER-]CODE.html`, their URLs noted.
 - cookieBasedAffinity without affinityCookieName uses the cloud gateway's
-  cookie name, ApplicationGatewayAffinity.
+  cookie name, ApplicationGatewayAffinity; a settings' requestTimeout left
+  out is the cloud gateway's 30 s, not appgw's 20.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from appgw.azure.values import TemplateError, show
 
 ERROR_STATUSES = ("400", "403", "404", "405", "408", "500", "502", "503", "504")
 DEFAULT_AFFINITY_COOKIE = "ApplicationGatewayAffinity"
+DEFAULT_REQUEST_TIMEOUT = 30  # what the cloud gateway sets when a template leaves it out
 
 # Gateway properties with no equivalent: one warning each when present.
 UNMAPPED = {
@@ -291,8 +293,9 @@ class Mapper(Reader, RouteMapping, RewriteMapping):
         if port is not None:
             values["port"] = port
         timeout = self.value(props, "requestTimeout", ("int",))
-        if timeout is not None:
-            values["request_timeout"] = timeout
+        values["request_timeout"] = DEFAULT_REQUEST_TIMEOUT if timeout is None else timeout
+        if timeout is None:
+            table.notes["request_timeout"] = "the cloud gateway's default"
         probe = self.ref(props, "probe", "probes")
         if probe:
             values["probe"] = probe
