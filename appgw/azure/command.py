@@ -105,8 +105,8 @@ def output_paths(output: str, names: list) -> list:
 
 def today() -> str:
     # SOURCE_DATE_EPOCH, where set, makes the output reproducible.
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    moment = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch.isdigit()
               else datetime.datetime.now(datetime.timezone.utc))
     return moment.strftime("%Y-%m-%d")
 

@@ -60,6 +60,11 @@ class RewriteMapping:
                 for config in (configs.items() if configs is not None and configs.raw else []):
                     header = self.value(config, "headerName", ("string",), "")
                     value = self.value(config, "headerValue", ("string",), "")
+                    if config.has("headerValueMatcher"):
+                        self.problem(config.get("headerValueMatcher").path,
+                                     "rewriting one value of a repeated header (headerValueMatcher) "
+                                     "is not supported by appgw's rewrites")
+                        raise Skip
                     self.check_values(value, f"{config.path}.headerValue")
                     headers[header] = value
                 if headers:

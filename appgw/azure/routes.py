@@ -26,7 +26,7 @@ REDIRECT_STATUS = {"permanent": 301, "found": 302, "seeother": 303, "temporary":
 class _Target:
     pool: str = ""
     settings: str = ""
-    redirect: Optional[Table] = None
+    redirect: Optional[dict] = None  # the inline redirect table
     redirect_name: str = ""
     rewrite_set: str = ""
 
@@ -60,7 +60,7 @@ class RouteMapping:
         if kind == "basic":
             target = self.target(props, "backendAddressPool", "backendHttpSettings",
                                  "redirectConfiguration", "rewriteRuleSet")
-            self.put_target(values, table, target, None, props.path)
+            self.put_target(values, table, target, None)
         elif kind == "pathbasedrouting":
             path_map_name = self.ref(props, "urlPathMap", "urlPathMaps")
             if not path_map_name:
@@ -72,7 +72,7 @@ class RouteMapping:
                                  "defaultRedirectConfiguration", "defaultRewriteRuleSet")
             if not target.rewrite_set:
                 target.rewrite_set = self.ref(props, "rewriteRuleSet", "rewriteRuleSets")
-            self.put_target(values, table, target, None, path_map.path)
+            self.put_target(values, table, target, None)
             self.path_rules(table, path_map, target.rewrite_set)
         else:
             self.problem(f"{props.path}.ruleType", f"must be Basic or PathBasedRouting, got {show(kind)}")
@@ -117,7 +117,8 @@ class RouteMapping:
         redirect["include_query"] = self.value(props, "includeQueryString", ("bool",), False)
         return redirect
 
-    def put_target(self, values: dict, table: Table, target: _Target, paths, where: str) -> None:
+    def put_target(self, values: dict, table: Table, target: _Target, paths) -> None:
+        """The target's keys into `values`; `paths` are a path entry's (None for a rule's own)."""
         if target.redirect is not None:
             values["redirect"] = target.redirect
             table.notes["redirect"] = f"redirectConfigurations {show(target.redirect_name)}"
@@ -134,29 +135,32 @@ class RouteMapping:
         child = path_map.get("pathRules")
         seen: list = []  # (path, path rule name) in template order
         for entry in (child.items() if child is not None and child.raw else []):
-            props = entry.props()
-            entry_name = self.value(entry, "name", ("string",), "")
-            paths = self.value(props, "paths", ("array",), [])
-            for i, path in enumerate(paths):
-                if not isinstance(path, str) or not path.startswith("/") or \
-                        "*" in path[:-1] or (path.endswith("*") and not path.endswith("/*")):
-                    self.problem(f"{props.path}.paths[{i}]",
-                                 f"{show(path)}: appgw matches exact paths and prefixes ending in "
-                                 "\"/*\" only")
-                    raise Skip
-            self.warn_shadowed(paths, seen, entry_name, props.path)
-            seen.extend((p, entry_name) for p in paths)
-            target = self.target(props, "backendAddressPool", "backendHttpSettings",
-                                 "redirectConfiguration", "rewriteRuleSet")
-            values = {"paths": paths}
-            table = Table(values, comment=[f"pathRules {show(entry_name)}"] if entry_name else [])
-            self.put_target(values, table, target, paths, props.path)
-            if rule_set and "redirect" not in values and "rewrite_set" not in values:
-                values["rewrite_set"] = self.no_rewrites()
-            if props.has("firewallPolicy"):
-                self.warn(props.get("firewallPolicy").path,
-                          "the firewall policy of a path rule: no equivalent in appgw, not imported")
-            rule_table.nested.append(table)
+            self.guard(self.path_rule, rule_table, entry, rule_set, seen)
+
+    def path_rule(self, rule_table: Table, entry: View, rule_set: str, seen: list) -> None:
+        props = entry.props()
+        entry_name = self.value(entry, "name", ("string",), "")
+        paths = self.value(props, "paths", ("array",), [])
+        for i, path in enumerate(paths):
+            if not isinstance(path, str) or not path.startswith("/") or \
+                    "*" in path[:-1] or (path.endswith("*") and not path.endswith("/*")):
+                self.problem(f"{props.path}.paths[{i}]",
+                             f"{show(path)}: appgw matches exact paths and prefixes ending in "
+                             "\"/*\" only")
+                raise Skip
+        self.warn_shadowed(paths, seen, entry_name, props.path)
+        seen.extend((p, entry_name) for p in paths)
+        target = self.target(props, "backendAddressPool", "backendHttpSettings",
+                             "redirectConfiguration", "rewriteRuleSet")
+        values = {"paths": paths}
+        table = Table(values, comment=[f"pathRules {show(entry_name)}"] if entry_name else [])
+        self.put_target(values, table, target, paths)
+        if rule_set and "redirect" not in values and "rewrite_set" not in values:
+            values["rewrite_set"] = self.no_rewrites()
+        if props.has("firewallPolicy"):
+            self.warn(props.get("firewallPolicy").path,
+                      "the firewall policy of a path rule: no equivalent in appgw, not imported")
+        rule_table.nested.append(table)
 
     def warn_shadowed(self, paths, seen, entry_name, where) -> None:
         """The template takes the first matching path, appgw the longest: say where they differ."""
