@@ -474,3 +474,20 @@ def test_parameter_input_problems(tmp_path, importer):
     assert importer("exported.json", "--set", "port=80")[::2] == (
         1, ["exported.json: --parameters/--set: parameters apply to ARM templates only; this is "
             "an exported gateway"])
+
+
+@pytest.mark.parametrize("kind, status", [("Permanent", 301), ("Found", 302), ("SeeOther", 303),
+                                          ("Temporary", 307)])
+def test_redirect_types(tmp_path, importer, kind, status):
+    template = json.loads((DATA / "minimal.json").read_text())
+    props = template["resources"][0]["properties"]
+    props["redirectConfigurations"] = [{"name": "away", "properties": {
+        "redirectType": kind, "targetUrl": "https://example.com/new", "includeQueryString": True}}]
+    rule = props["requestRoutingRules"][0]["properties"]
+    del rule["backendAddressPool"], rule["backendHttpSettings"]
+    rule["redirectConfiguration"] = {"id": "x/redirectConfigurations/away"}
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    status_code, out, err = importer(tmp_path / "t.json")
+    assert status_code == 0, err
+    assert (f'redirect = {{ url = "https://example.com/new", status = {status}, include_path = false, '
+            'include_query = true }  # redirectConfigurations "away"') in out
