@@ -18,8 +18,8 @@ SECTIONS = (  # (attribute, TOML array-of-tables name, nested array name)
     ("backend_pools", "backend_pools", None),
     ("backend_settings", "backend_settings", None),
     ("probes", "probes", None),
-    ("rewrite_sets", "rewrite_sets", "rules"),
     ("rules", "rules", "paths"),
+    ("rewrite_sets", "rewrite_sets", "rules"),
 )
 # Inline tables whose keys are data (header names, status codes): always quoted.
 _DATA_KEYS = {"error_pages", "request_headers", "response_headers"}
