@@ -34,6 +34,7 @@ setup(
             "websocket-client>=1.7",
             "websockets>=15",
             "hypothesis>=6",
+            "h11>=0.14",
             "pyyaml>=6",
             "ruff>=0.6",
         ],

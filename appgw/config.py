@@ -168,6 +168,7 @@ class Gateway:
     error_pages: tuple[tuple[int, bytes], ...] = ()    # (status, page bytes), read at load
     compress_types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
     compress_min_size: int = 1024
+    allow_underscores_in_headers: bool = False
     admin_host: str = field(init=False, default="")
     admin_port: int = field(init=False, default=0)
 

@@ -400,6 +400,7 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     read_error_pages(t, base_dir)
     t.string_list("compress_types", check_media_type, str.lower)
     t.integer("compress_min_size", 0)
+    t.boolean("allow_underscores_in_headers")
     return t.build(Gateway) or Gateway()
 
 

@@ -89,6 +89,14 @@ class Exchange:
         self.rewrite = None         # what the set does to this request (rewrite.RequestRewrite)
         self.encoder = None         # compress.Encoder of a compressed answer
 
+    @classmethod
+    def refused(cls, down, error, received: int):
+        """A head refused before it became a request: drive() answers `error`."""
+        ex = cls(down, b"")
+        ex.entry.received = received
+        ex.error = error
+        return ex
+
     # -- the request ---------------------------------------------------------
 
     def take(self):
@@ -98,7 +106,8 @@ class Exchange:
         down = self.down
         req = self.req
         if req is None:
-            req = self.req = parse_request(self.head, down.gateway.max_body_size)
+            gateway = down.gateway
+            req = self.req = parse_request(self.head, gateway.max_body_size, gateway.allow_underscores_in_headers)
         runtime = down.runtime
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(self.entry, req)

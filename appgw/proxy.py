@@ -16,6 +16,7 @@ import gevent
 from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
+from .early import HeadScanner
 from .errors import BackendError, ClientError
 from .exchange import ANSWERED, AWAITING, NEW, RELAYING, ROUTED, SENDING, Exchange
 from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
@@ -32,7 +33,7 @@ class Connection:
     """State of one client connection across its requests."""
 
     __slots__ = ("sock", "client_ip", "client_port", "site", "runtime", "gateway", "buf", "served", "waiting",
-                 "handed_over", "timers", "fast", "counted")
+                 "handed_over", "timers", "fast", "counted", "scan")
 
     def __init__(self, sock, client_ip, site, runtime, client_port=0):
         self.sock = sock
@@ -49,6 +50,7 @@ class Connection:
         # The listener whose appgw_connections_active counts this connection
         # (the bind's first: Host has not chosen one when it is accepted).
         self.counted = site.listeners[0].listener.name
+        self.scan = None          # the early judge of a head that came in pieces
         self.fast = fastpath.FastPath(self) if fastpath.usable(sock) else None
         # Bounds every send to a client that stops reading (reads set their own).
         sock.settimeout(self.gateway.client_idle_timeout)
@@ -97,11 +99,17 @@ class Connection:
             end = buf.find(HEAD_END)
             if end >= 0:
                 if end + 4 > gw.max_header_size:
-                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
-                self.buf = buf[end + 4:]
+                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size),
+                                       len(buf))
+                self.buf, self.scan = buf[end + 4:], None
                 return buf[:end + 4]
             if len(buf) > gw.max_header_size:
-                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
+                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size),
+                                   len(buf))
+            if buf:
+                error = self.judge_early(buf)
+                if error is not None:
+                    return self.refuse(error, len(buf))
             self.waiting = not buf
             if self.waiting and self.runtime.stopping:
                 return None
@@ -112,7 +120,7 @@ class Connection:
             else:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    return self.refuse(ClientError(408, "request head not received in time"))
+                    return self.refuse(ClientError(408, "request head not received in time"), len(buf))
             try:
                 if self.served and not buf:
                     # After an answer the next request is rarely there yet: wait first.
@@ -122,16 +130,24 @@ class Connection:
                     data = sockio.recv(self.sock, RECV)
             except socket.timeout:
                 if buf:
-                    return self.refuse(ClientError(408, "request head not received in time"))
+                    return self.refuse(ClientError(408, "request head not received in time"), len(buf))
                 return None
             self.waiting = False
             if not data:
                 return None
             buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
 
-    def refuse(self, error: ClientError):
-        """Answer a head that never became a request, and end the connection."""
-        self.answer_error(Exchange(self, b""), error)
+    def judge_early(self, buf):
+        """The verdict on the unfinished head `buf` so far: a ClientError to
+        answer at once, or None to wait for more (see early.HeadScanner)."""
+        if self.scan is None:
+            self.scan = HeadScanner()
+        return self.scan.verdict(buf)
+
+    def refuse(self, error: ClientError, received: int):
+        """Answer a head that never became a request (its `received` bytes
+        counted in the access log), and end the connection."""
+        self.answer_error(Exchange.refused(self, error, received), error)
         return None
 
     def log(self, entry):
