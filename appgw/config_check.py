@@ -582,6 +582,7 @@ def read_rule(t: Table) -> Optional[Rule]:
 
 # --- error pages, compression ---------------------------------------------------
 
+_PAGE_KEYS = {str(status): status for status in PAGE_STATUSES}
 _MEDIA_TYPE_RE = re.compile(rf"{TOKEN}/(?:{TOKEN}|\*)")
 
 
@@ -599,7 +600,7 @@ def read_error_pages(t: Table, base_dir: str) -> None:
     found = []
     for key, value in pages.raw.items():
         pages.seen.add(key)
-        if not key.isdigit() or int(key) not in PAGE_STATUSES:
+        if key not in _PAGE_KEYS:
             statuses = ", ".join(map(str, PAGE_STATUSES))
             pages.add(key, f"must be a status the gateway answers with ({statuses}), got {quote(key)}")
         elif not isinstance(value, str):
@@ -607,7 +608,7 @@ def read_error_pages(t: Table, base_dir: str) -> None:
         elif not value or has_controls(value):
             pages.add(key, f"must be a file path, got {quote(value)}")
         elif (page := read_page(pages, key, os.path.join(base_dir, value), value)) is not None:
-            found.append((int(key), page))
+            found.append((_PAGE_KEYS[key], page))
     if t.ok("error_pages"):
         t.values["error_pages"] = tuple(sorted(found))
 

@@ -4,6 +4,7 @@ Probers (active) and the proxy (passive: a failed connect) report here; the
 balancer only reads `state`, the admin endpoint reads `state` and `last`.
 """
 import logging
+import time
 
 UNKNOWN, HEALTHY, UNHEALTHY = "Unknown", "Healthy", "Unhealthy"
 
@@ -38,11 +39,11 @@ class HealthState:
 
     `last` is the last active probe (a passive failure counts toward the
     threshold but is not a probe, so it does not replace `last`);
-    `reason` is the reason of the last state change.
+    `reason` is the reason of the last state change, `since` its time.
     """
 
     __slots__ = ("label", "state", "healthy_threshold", "unhealthy_threshold",
-                 "successes", "failures", "last", "reason")
+                 "successes", "failures", "last", "reason", "since")
 
     def __init__(self, label, healthy_threshold=1, unhealthy_threshold=3):
         self.label = label
@@ -52,6 +53,7 @@ class HealthState:
         self.successes = self.failures = 0
         self.last = None
         self.reason = ""
+        self.since = time.time()    # of the last state change (Unknown: of the start)
 
     def record(self, result: ProbeResult):
         self.last = result
@@ -78,3 +80,4 @@ class HealthState:
         log.log(level, "server %s is now %s (was %s): %s", self.label, state, self.state, reason)
         self.state = state
         self.reason = reason
+        self.since = time.time()

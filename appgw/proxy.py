@@ -151,8 +151,7 @@ class Connection:
         return None
 
     def log(self, entry):
-        stats = self.runtime.stats
-        stats.request(entry.listener, entry.rule, entry.status or 0, entry.received, entry.sent)
+        self.runtime.stats.finished(entry)
         if self.runtime.access_log.enabled:
             self.runtime.access_log.write(entry)
 
@@ -533,6 +532,6 @@ def _session_ended(runtime, endpoint, entry, counted, session):
     entry.received += session.up
     entry.sent += session.down
     entry.ended = session.ended
-    stats.request(entry.listener, entry.rule, entry.status, entry.received, entry.sent)
+    stats.finished(entry)
     if runtime.access_log.enabled:
         runtime.access_log.write(entry)

@@ -78,7 +78,10 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
     for routes_list in by_bind.values():
         for routes in routes_list:
             routes.pages = pages_for(config.gateway, routes.listener)
-    sites = {bind: Site(bind, routes, gateway_pages) for bind, routes in by_bind.items()}
+    # Answers made before the Host picks a listener (400, 408, 431) take the
+    # pages of a bind's only listener; on a bind shared by Host, the gateway's.
+    sites = {bind: Site(bind, routes, routes[0].pages if len(routes) == 1 else gateway_pages)
+             for bind, routes in by_bind.items()}
     return Snapshot(config, sites, backends, endpoints)
 
 
