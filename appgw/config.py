@@ -158,6 +158,14 @@ class Gateway:
     max_body_size: int = 0
     max_connections: int = 10000
     drain_timeout: float = 30
+    # Automatic certificates (appgw/acme_manager.py). The two ports are those
+    # the CA's validation connections arrive on (80 and 443 unless forwarded).
+    acme_directory: str = ""
+    acme_email: str = ""
+    acme_storage: str = "acme"
+    acme_trusted_root: str = ""
+    acme_http_port: int = 80
+    acme_tls_port: int = 443
     admin_host: str = field(init=False, default="")
     admin_port: int = field(init=False, default=0)
 
@@ -177,6 +185,7 @@ class Listener:
     host_names: tuple[str, ...] = ()
     certificate: str = ""
     private_key: str = ""
+    acme: bool = False
     host: str = field(init=False, default="")
     port: int = field(init=False, default=0)
 

@@ -21,7 +21,7 @@ import logging
 
 from gevent import get_hub, getcurrent
 
-from . import coalesce, policy
+from . import acme_challenges, coalesce, policy
 from .balancer import Backend
 from .errors import BackendError, ClientError
 from .http1 import HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE, FramingError
@@ -189,7 +189,9 @@ class FastPath:
                 req = policy.parse_request(head, conn.gateway.max_body_size)
             except ClientError:
                 pass            # the greenlet answers it
-            if req is not None and req.framing == NONE and not req.websocket:
+            # ACME HTTP-01 paths are answered on the greenlet, before routing.
+            if req is not None and req.framing == NONE and not req.websocket \
+                    and not req.path.startswith(acme_challenges.PREFIX):
                 routes = conn.site.listener_for(req.host)
                 backend = routes.route(req.path) if routes is not None else None
                 if type(backend) is Backend:

@@ -12,6 +12,7 @@ import time
 from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
+from .acme_challenges import http01_response
 from .accesslog import Entry
 from .errors import BackendError, ClientError
 from .http1 import (
@@ -186,6 +187,9 @@ class Connection:
             req = self.req = parse_request(head, self.gateway.max_body_size)
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(entry, req)
+        challenge = runtime.acme.http01_answer(self.site.bind, req.path)  # ACME HTTP-01, before routing
+        if challenge is not None:
+            return self.acme_answer(req, challenge, entry)
         routes = self.site.listener_for(req.host)
         if routes is None:
             raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
@@ -244,6 +248,13 @@ class Connection:
         self.send(b"HTTP/1.%d %d %s\r\nLocation: %s\r\nContent-Length: 0\r\n%s\r\n" % (
             req.minor, target.status, _REDIRECT_REASONS[target.status], location,
             b"" if keep else b"Connection: close\r\n"), entry)
+        self.log(entry)
+        return keep
+
+    def acme_answer(self, req, body, entry):
+        keep = req.keep_alive and req.framing == NONE and not self.runtime.stopping
+        entry.status = 200
+        self.send(http01_response(body, req.minor, keep, req.method == b"HEAD"), entry)
         self.log(entry)
         return keep
 
