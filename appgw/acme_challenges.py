@@ -98,6 +98,20 @@ class TLSALPN01(challenges.KeyAuthorizationChallenge):
         return hashlib.sha256(self.key_authorization(account_key).encode("ascii")).digest()
 
 
+def available_challenges(config, listener):
+    """The challenge types the CA can reach for an ACME listener: HTTP-01
+    through any http listener on gateway.acme_http_port (the CA connects to
+    port 80 of the name), TLS-ALPN-01 when the listener itself is on
+    gateway.acme_tls_port (443)."""
+    gateway = config.gateway
+    kinds = []
+    if any(l.protocol == "http" and l.port == gateway.acme_http_port for l in config.listeners):
+        kinds.append(HTTP01)
+    if listener.port == gateway.acme_tls_port:
+        kinds.append(TLS_ALPN01)
+    return kinds
+
+
 def preferred_challenges(available, failed=()):
     """The challenge types to try, in order: HTTP-01 first (see the README),
     TLS-ALPN-01 next; a type whose validation failed last time goes last."""

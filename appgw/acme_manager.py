@@ -242,8 +242,7 @@ class AcmeManager:
         self.alpn_binds = frozenset((l.host, l.port) for l in wanted if l.port == gateway.acme_tls_port)
         slots = {}
         for listener in wanted:
-            available = [kind for kind, ok in ((challenges.HTTP01, bool(http_binds)),
-                                               (challenges.TLS_ALPN01, listener.port == gateway.acme_tls_port)) if ok]
+            available = challenges.available_challenges(config, listener)
             old = self.slots.get(listener.name)
             if old is not None and old.names == listener.host_names and old.directory == gateway.acme_directory \
                     and old.store.root == self.store.root:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import cert_report
 from .health import HEALTHY, UNHEALTHY
 from .listener import bind_socket
 from .stats import BUCKETS
@@ -32,6 +33,7 @@ class AdminServer:
         self.server = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(runtime))
+        self.registry.register(cert_report.ExpiryCollector(runtime))
 
     def start(self):
         """Binds (raising listener.BindError when it cannot) and serves."""
@@ -78,6 +80,10 @@ class AdminServer:
     def page_metrics(self):
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
+    def page_certificates(self):
+        body = json.dumps(cert_report.certificates(self.runtime), indent=2) + "\n"
+        return "application/json", body.encode()
+
     def page_status(self):
         return "text/html; charset=utf-8", status_page(self.runtime).encode()
 
@@ -86,6 +92,7 @@ PAGES = {
     "/healthz": AdminServer.page_healthz,
     "/backend-health": AdminServer.page_backend_health,
     "/metrics": AdminServer.page_metrics,
+    "/certificates": AdminServer.page_certificates,
     "/": AdminServer.page_status,
 }
 
@@ -239,6 +246,7 @@ def status_page(runtime):
             out.append('<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td>%s</td><td>%s</td></tr>' % (
                 e(endpoint.label), e(settings_name or "(default)"), state, state, when, e(result)))
         out.append('</table>')
+    out.append(cert_report.certificates_html(runtime))
     out.append('<h2>Traffic</h2><table><tr><th>listener</th><th>rule</th><th>class</th><th>requests</th></tr>')
     for (listener, rule, code_class), n in sorted(stats.requests.items()):
         out.append('<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td></tr>' % (
