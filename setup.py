@@ -26,8 +26,8 @@ setup(
         "requests>=2.31",
         "prometheus_client>=0.20",
         # Automatic HTTPS (ACME): certbot's client library and its JOSE and X.509 layers.
-        "acme>=2.11",
-        "josepy>=1.14",
+        "acme>=5",
+        "josepy>=2",
         "cryptography>=42",
         'toml; python_version<"3.11"',
     ],
