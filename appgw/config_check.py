@@ -28,6 +28,7 @@ Rules not obvious from SPEC section 3:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -373,7 +374,7 @@ def ssl_message(err: Exception) -> str:
 
 def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     if t is None:
-        return Gateway(acme_storage=os.path.join(base_dir, "acme"))
+        return Gateway()
     t.integer("workers", 1, 64)
     t.string("admin_bind", check_admin_bind)
     access_log = t.string("access_log", check_text)
@@ -387,7 +388,7 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.integer("max_connections", 1)
     t.seconds("drain_timeout", zero_ok=True)
     read_gateway_acme(t, base_dir)
-    return t.build(Gateway) or Gateway(acme_storage=os.path.join(base_dir, "acme"))
+    return t.build(Gateway) or Gateway()
 
 
 def read_listener(t: Table, base_dir: str) -> Optional[Listener]:
@@ -430,11 +431,11 @@ def check_listener_tls(t: Table, protocol: str, base_dir: str) -> None:
 
 
 def read_gateway_acme(t: Table, base_dir: str) -> None:
-    """The [gateway] acme_* keys; acme_storage is stored absolute."""
+    """The [gateway] acme_* keys; a given acme_storage is stored absolute."""
     t.string("acme_directory", check_acme_directory)
     t.string("acme_email", check_email)
-    storage = t.string("acme_storage", check_name)
-    t.values["acme_storage"] = os.path.abspath(os.path.join(base_dir, storage or "acme"))
+    if (storage := t.string("acme_storage", check_name)):
+        t.values["acme_storage"] = os.path.abspath(os.path.join(base_dir, storage))
     if t.string("acme_trusted_root", check_text) and (path := check_file(t, "acme_trusted_root", base_dir)):
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
@@ -783,6 +784,10 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
     check_rule_per_listener(sections["listeners"], sections["rules"], names)
     check_binds(sections["listeners"], gateway, gateway_table)
     check_acme(sections["listeners"], gateway, problems)
+    if any(t.values.get("acme") for t in sections["listeners"]) and not os.path.isabs(gateway.acme_storage):
+        # The default storage, resolved like the other paths once it is used.
+        storage = os.path.abspath(os.path.join(base_dir, gateway.acme_storage))
+        gateway = dataclasses.replace(gateway, acme_storage=storage)
     if problems.lines:
         raise ConfigError(problems.lines)
     built = {section: tuple(t.obj for t in tables) for section, tables in sections.items()}
