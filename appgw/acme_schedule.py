@@ -8,14 +8,13 @@
 """
 import email.utils
 import math
-import os
 
 RENEW_FRACTION = 1 / 3
 RETRY_FIRST = 60.0
 RETRY_CAP = 4 * 3600.0
 # Wake up at least this often: a clock that jumped, or a certificate another
 # worker stored, is noticed within it.
-CHECK_INTERVAL = float(os.environ.get("APPGW_ACME_CHECK_INTERVAL", 3600))
+CHECK_INTERVAL = 3600.0
 # While another process holds the order lock: how often to look for its result.
 LOCK_POLL = 1.0
 
