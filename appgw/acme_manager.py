@@ -189,8 +189,12 @@ class Slot:
                 "time": started, "ok": False, "result": str(exc), "type": exc.kind, "detail": exc.detail,
                 "failures": failures, "retry_at": started + delay,
                 "failed_challenge": getattr(exc, "challenge", None)})
-            kept = ("keeping the certificate valid until %s" % iso(self.stored.info.not_after)
-                    if self.stored else "no certificate to serve yet")
+            if self.stored is None:
+                kept = "no certificate to serve yet"
+            else:
+                not_after = self.stored.info.not_after
+                kept = "keeping the certificate %s %s" % (
+                    "that expired at" if not_after < time.time() else "valid until", iso(not_after))
             log.error("%s: the order failed: %s; %s; next try in %ds", self.label(), exc, kept, delay)
             return
         finally:

@@ -9,8 +9,8 @@ fetched from its management API.
 """
 import json
 import os
+import re
 import shutil
-import signal
 import socket
 import ssl
 import stat
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from requests.adapters import HTTPAdapter
 
-from harness import free_port, make_cert, wait_until
+from harness import child_pids, free_port, make_cert, wait_until
 
 if shutil.which("pebble") is None or shutil.which("pebble-challtestsrv") is None:
     pytest.skip("the pebble package (pebble, pebble-challtestsrv) is not installed; .ci/run installs it",
@@ -212,7 +212,8 @@ def san(cert):
 
 
 def issued(port, name, bundle, timeout=30):
-    return wait_until(lambda: served(port, name, bundle), timeout=timeout, message=f"a certificate for {name}")
+    return wait_until(lambda: served(port, name, bundle), timeout=timeout, interval=0.1,
+                      message=f"a certificate for {name}")
 
 
 # --- issuance -----------------------------------------------------------------------
@@ -342,7 +343,7 @@ def test_renewal_swaps_the_certificate_under_an_open_websocket(pebble_factory, g
     assert ws.recv() == "before"
 
     second = wait_until(lambda: (c := served(tls_port, "renew.test", bundle)) is not None
-                        and c.serial_number != first.serial_number and c, timeout=30,
+                        and c.serial_number != first.serial_number and c, timeout=30, interval=0.2,
                         message="the renewed certificate")
     assert second.not_valid_after_utc > first.not_valid_after_utc
     ws.send("after")
@@ -430,7 +431,12 @@ def test_two_workers_make_one_order(pebble_factory, gateway_factory, backend_fac
     gw = gateway_factory(gateway_text(pebble, backend, tls_port, ["pair.test"], http_port=http_port, workers=2))
     bundle = pebble.trust_bundle(tmp_path / "pebble-roots.pem")
     issued(tls_port, "pair.test", bundle)
-    gw.wait_for_output("picked up the certificate another worker obtained")
+    workers = set(child_pids(gw.proc.pid))
+    in_use = re.compile(r'listener "secure" \(pair\.test\): (?:new certificate in use|picked up the certificate '
+                        r'another worker obtained|using the stored certificate), .* \(pid (\d+)\)')
+    serving = wait_until(lambda: len(pids := {int(p) for p in in_use.findall(gw.stderr_text())}) == 2 and pids,
+                         message="both workers serving the certificate")
+    assert serving == workers
     log = gw.stderr_text()
     assert log.count("ordering a certificate") == 1
     serials = {served(tls_port, "pair.test", bundle).serial_number for _ in range(20)}

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from appgw import acme_challenges as ch
 from appgw.acme_schedule import next_action, parse_retry_after, renewal_time, retry_delay
-from appgw.certstore import CertInfo, CertStore, cert_info, new_private_key, slot_name, write_private
+from appgw.certstore import CertInfo, CertStore, slot_name, write_private
 from appgw.config import ConfigError, parse_config
 from appgw.tlshello import NotClientHello, parse_client_hello
 from harness import run_appgw
