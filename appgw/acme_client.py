@@ -12,6 +12,7 @@ the hub, so the order runs in its own greenlet without holding up traffic.
 """
 import datetime
 import logging
+import re
 import time
 
 import josepy as jose
@@ -159,8 +160,15 @@ class AcmeClient:
 
 
 def _reason(exc):
-    # requests nests the reason deep inside; its innermost text says it best.
-    while exc.__context__ is not None and not str(exc):
-        exc = exc.__context__
+    """requests nests the cause (urllib3's error, then the OSError): its
+    innermost error says it best, e.g. "Connection refused"."""
+    for _ in range(8):
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException) and exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
     text = str(exc)
-    return text.split("] ")[-1] if "] " in text else text
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return errno.group(1).strip() if errno else text[:300]

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from appgw import acme_challenges as ch
 from appgw.acme_schedule import next_action, parse_retry_after, renewal_time, retry_delay
-from appgw.certstore import CertInfo, CertStore, slot_name, write_private
+from appgw.certstore import CertInfo, CertStore, new_private_key, slot_name, write_private
 from appgw.config import ConfigError, parse_config
 from appgw.tlshello import NotClientHello, parse_client_hello
 from harness import run_appgw
@@ -295,3 +295,52 @@ def test_check_says_what_is_stored(tmp_path):
     assert "    stored: serial abc from CN=a.example, valid until " in result.stdout
     assert "failed: urn:x:rateLimited: slow down" in result.stdout
     assert not os.path.exists(tmp_path / "acme" / "account.key")    # --check creates nothing
+
+
+def test_an_unreachable_ca_is_a_connection_failure_with_the_reason(tmp_path):
+    """A directory nobody listens on: AcmeError("connection", ...) naming it
+    and the socket's reason, and the challenge files are withdrawn."""
+    from appgw.acme_client import AcmeClient, AcmeError
+    from harness import free_port
+
+    url = f"https://127.0.0.1:{free_port()}/dir"
+    client = AcmeClient(url, CertStore(str(tmp_path)).account_key(), timeout=5)
+
+    class Solver:
+        withdrawn = False
+
+        def publish(self, *args):
+            raise AssertionError("nothing to publish without a CA")
+
+        def withdraw(self):
+            Solver.withdrawn = True
+
+    with pytest.raises(AcmeError) as info:
+        client.obtain(("a.test",), new_private_key(), {ch.HTTP01: Solver()})
+    assert info.value.kind == "connection"
+    assert str(info.value) == f"connection: cannot reach {url}: Connection refused"
+    assert Solver.withdrawn
+
+
+def test_status_table_warns_within_14_days(tmp_path):
+    """File certificates too: 10 days left is marked, 30 days is not."""
+    from types import SimpleNamespace
+
+    from appgw.acme_manager import AcmeManager
+    from appgw.cert_report import certificates_html
+
+    listeners, rules = "", ""
+    for name, days in (("soon", 10), ("later", 30)):
+        key_pem, cert_pem = self_signed([f"{name}.test"], days=days)
+        (tmp_path / f"{name}.pem").write_bytes(cert_pem)
+        (tmp_path / f"{name}.key").write_bytes(key_pem)
+        listeners += (f'[[listeners]]\nname = "{name}"\nbind = "127.0.0.1:8443"\nprotocol = "https"\n'
+                      f'host_names = ["{name}.test"]\ncertificate = "{name}.pem"\nprivate_key = "{name}.key"\n')
+        rules += f'[[rules]]\nname = "{name}"\nlistener = "{name}"\nbackend_pool = "app"\n'
+    config = parse_config(listeners + '[[backend_pools]]\nname = "app"\nservers = ["10.0.0.4"]\n' + rules,
+                          "appgw.toml", base_dir=str(tmp_path))
+    rows = {row.split("</td>")[0].rsplit(">", 1)[-1]: row
+            for row in certificates_html(SimpleNamespace(config=config, acme=AcmeManager())).split("<tr")[2:]}
+    assert 'class="Unhealthy"' in rows["soon"] and "expires within 14 days" in rows["soon"]
+    assert "(in 10.0 days)" in rows["soon"] or "(in 9.9 days)" in rows["soon"]
+    assert 'class="Unhealthy"' not in rows["later"] and "within 14 days" not in rows["later"]
