@@ -141,6 +141,10 @@ class Slot:
         while True:
             try:
                 wait = self.step()
+            except OSError as exc:     # the storage directory: say which, without a traceback
+                log.error("%s: ACME storage %s: %s; trying again in 60s", self.label(), self.store.root,
+                          exc.strerror or exc)
+                wait = 60.0
             except Exception:
                 log.exception("%s: certificate upkeep failed", self.label())
                 wait = 60.0
