@@ -29,6 +29,7 @@ setup(
         "acme>=5",
         "josepy>=2",
         "cryptography>=42",
+        "brotli>=1.1",
         'toml; python_version<"3.11"',
     ],
     extras_require={
@@ -37,7 +38,9 @@ setup(
             "websocket-client>=1.7",
             "websockets>=15",
             "hypothesis>=6",
+            "h11>=0.14",
             "pyyaml>=6",
+            "ruff>=0.6",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},

@@ -46,11 +46,14 @@ def http01_answer(path: bytes, lookup):
     return None if key_authorization is None else key_authorization.encode("ascii")
 
 
-def http01_response(body: bytes, minor: int, keep_alive: bool, head_only: bool = False) -> bytes:
-    """The whole HTTP/1.x answer carrying a key authorization."""
-    return b"HTTP/1.%d 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n" \
-           b"Cache-Control: no-store\r\n%s\r\n%s" % (
-               minor, len(body), b"" if keep_alive else b"Connection: close\r\n", b"" if head_only else body)
+class ChallengeAnswer:
+    """A request the gateway answers itself with a key authorization (the
+    exchange's target in place of a Backend or Redirector)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes):
+        self.body = body
 
 
 def tls_alpn_certificate(name: str, key_authorization: str):
@@ -105,7 +108,7 @@ def available_challenges(config, listener):
     gateway.acme_tls_port (443)."""
     gateway = config.gateway
     kinds = []
-    if any(l.protocol == "http" and l.port == gateway.acme_http_port for l in config.listeners):
+    if any(item.protocol == "http" and item.port == gateway.acme_http_port for item in config.listeners):
         kinds.append(HTTP01)
     if listener.port == gateway.acme_tls_port:
         kinds.append(TLS_ALPN01)

@@ -207,7 +207,7 @@ class Slot:
         info = self.info()
         self.store.save_status(self.slot, {
             "time": started, "ok": True, "failures": 0,
-            "result": "issued: serial %s, valid until %s" % (info.serial, iso(info.not_after)) if info else "issued"})
+            "result": "obtained: serial %s, valid until %s" % (info.serial, iso(info.not_after)) if info else "obtained"})
 
     # -- handshakes without a certificate ------------------------------------------
 
@@ -238,16 +238,16 @@ class AcmeManager:
         """Start, keep or stop slots for `config` (at start and on reload).
         A stored certificate is in place before this returns."""
         gateway = config.gateway
-        wanted = [l for l in config.listeners if l.acme]
+        wanted = [item for item in config.listeners if item.acme]
         if not wanted:
             self.stop()
             self.http01_binds = self.alpn_binds = frozenset()
             return
         self.store = CertStore(gateway.acme_storage)
-        http_binds = {(l.host, l.port) for l in config.listeners
-                      if l.protocol == "http" and l.port == gateway.acme_http_port}
+        http_binds = {(item.host, item.port) for item in config.listeners
+                      if item.protocol == "http" and item.port == gateway.acme_http_port}
         self.http01_binds = frozenset(http_binds)
-        self.alpn_binds = frozenset((l.host, l.port) for l in wanted if l.port == gateway.acme_tls_port)
+        self.alpn_binds = frozenset((item.host, item.port) for item in wanted if item.port == gateway.acme_tls_port)
         slots = {}
         for listener in wanted:
             available = challenges.available_challenges(config, listener)
@@ -315,15 +315,13 @@ class AcmeManager:
 
     # -- HTTP-01 ---------------------------------------------------------------------
 
-    def http01_answer(self, bind, path: bytes):
-        """The body answering an HTTP-01 request on `bind`, or None: not a
-        challenge path, not a challenge bind, or no such token pending."""
-        if not path.startswith(challenges.PREFIX) or bind not in self.http01_binds:
+    def http01_answer(self, bind, method: bytes, path: bytes):
+        """A ChallengeAnswer for a GET of a pending HTTP-01 token on an http
+        bind that answers them; None for anything else (routed as usual)."""
+        if not path.startswith(challenges.PREFIX) or method != b"GET" or bind not in self.http01_binds:
             return None
         body = challenges.http01_answer(path, self._key_authorization)
-        if body is not None:
-            log.info("answered HTTP-01 challenge %s", path.decode("ascii", "replace"))
-        return body
+        return None if body is None else challenges.ChallengeAnswer(body)
 
     def _key_authorization(self, token):
         data = self.store.read_challenge(challenges.HTTP01, token)

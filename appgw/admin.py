@@ -113,9 +113,14 @@ def servers_by_pool(snapshot):
     config, in config order; a pool that no rule uses has no servers."""
     if snapshot is None:    # not built yet: the admin endpoint binds first
         return []
-    used = {}
-    for (pool_name, settings_name), backend in snapshot.backends.items():
-        used.setdefault(pool_name, []).extend((settings_name, e) for e in backend.endpoints)
+    used, seen = {}, set()
+    for backend in snapshot.backends.values():
+        # Entries with their own rules have Backends of their own over the
+        # same endpoints: each endpoint once.
+        for endpoint in backend.endpoints:
+            if id(endpoint) not in seen:
+                seen.add(id(endpoint))
+                used.setdefault(backend.pool.name, []).append((backend.settings.name, endpoint))
     return [(pool.name, used.get(pool.name, [])) for pool in snapshot.config.backend_pools]
 
 

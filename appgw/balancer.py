@@ -3,18 +3,22 @@ from .health import HEALTHY, UNKNOWN
 
 
 class Backend:
-    """The target of a rule: endpoints of one pool under one settings.
+    """The target of a rule or path entry: endpoints of one pool under one
+    settings, with the entry's compiled rewrite set (None: none, or one with
+    no actions) and compression policy (None: off).
 
     `choose` returns only Healthy endpoints, or Unknown ones while none is
     Healthy (so a start or reload never answers 502 while the first probes
     are in flight); never an Unhealthy one."""
 
-    __slots__ = ("pool", "settings", "endpoints", "least_connections", "_next")
+    __slots__ = ("pool", "settings", "endpoints", "least_connections", "_next", "rewrite", "compress")
 
-    def __init__(self, pool, settings, endpoints):
+    def __init__(self, pool, settings, endpoints, rewrite=None, compress=None):
         self.pool = pool
         self.settings = settings
         self.endpoints = endpoints
+        self.rewrite = rewrite
+        self.compress = compress
         self.least_connections = pool.load_balancing == "least_connections"
         self._next = 0
 

@@ -1,6 +1,6 @@
 """What the admin endpoint and `--check` say about certificates: every https
 listener's names, where its certificate comes from (a file or the ACME CA),
-issuer, expiry and the last renewal attempt.
+issuing CA, expiry and the last renewal attempt.
 
 `certificates(runtime)` is the document of GET /certificates; the status
 page's table, the expiry metric and the --check lines are made from the
@@ -45,7 +45,7 @@ def listener_certificate(listener, gateway, acme=None, now=None):
         info, problem = _file_info(listener.certificate)
         entry.update(source="file", file=listener.certificate)
     entry.update({
-        "issuer": info.issuer if info else None,
+        "signed_by": info.issuer if info else None,
         "serial": info.serial if info else None,
         "certificate_names": list(info.names) if info else [],
         "not_before": iso(info.not_before) if info else None,
@@ -62,8 +62,8 @@ def listener_certificate(listener, gateway, acme=None, now=None):
 def certificates(runtime):
     """The JSON document of GET /certificates."""
     config = runtime.config
-    return {"certificates": [listener_certificate(l, config.gateway, runtime.acme)
-                             for l in config.listeners if l.protocol == "https"]}
+    return {"certificates": [listener_certificate(item, config.gateway, runtime.acme)
+                             for item in config.listeners if item.protocol == "https"]}
 
 
 class ExpiryCollector:
@@ -99,7 +99,7 @@ def certificates_html(runtime):
     entries = certificates(runtime)["certificates"]
     if not entries:
         return ""
-    out = ['<h2>Certificates</h2><table><tr><th>listener</th><th>names</th><th>source</th><th>issuer</th>'
+    out = ['<h2>Certificates</h2><table><tr><th>listener</th><th>names</th><th>source</th><th>issued by</th>'
            '<th>expires</th><th>last renewal</th></tr>']
     for entry in entries:
         seconds = entry["expires_in_seconds"]
@@ -114,7 +114,7 @@ def certificates_html(runtime):
                                         if seconds is not None and warn else "")
         out.append('<tr%s><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
             ' class="Unhealthy"' if warn else "", e(entry["listener"]), e(", ".join(entry["names"]) or "any"),
-            e(source), e(entry["issuer"] or "-"), expires, e(renewal)))
+            e(source), e(entry["signed_by"] or "-"), expires, e(renewal)))
     out.append('</table>')
     return "\n".join(out)
 
@@ -130,7 +130,7 @@ def check_lines(config, listener):
         lines.append("    stored: nothing yet (ordered at start)")
     else:
         expired = " (expired)" if entry["expires_in_seconds"] < 0 else ""
-        lines.append(f"    stored: serial {entry['serial']} from {entry['issuer']}, "
+        lines.append(f"    stored: serial {entry['serial']} from {entry['signed_by']}, "
                      f"valid until {entry['not_after']}{expired}")
     last = entry["last_renewal"]
     if last is not None:

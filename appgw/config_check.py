@@ -24,6 +24,17 @@ Rules not obvious from SPEC section 3:
 - acme = true: https only, host_names required (no wildcards, no IP
   addresses), no certificate/private_key, gateway.acme_directory set, and a
   challenge the CA can reach (see check_acme).
+- error_pages: keys are the statuses the gateway makes; each file is read
+  here (relative to the config's directory, at most 1 MiB, UTF-8) and its
+  bytes kept in the Config, so a page that went missing later cannot fail
+  an answer.
+- Rewrite rules: a rule with request actions (request_headers, url) is
+  judged before the request goes on, so its conditions and those values may
+  not use http_resp_* variables. Header names are tokens, the same header
+  twice in one table (any case) is refused, and the framing and connection
+  headers (rewrite.FORBIDDEN_*) cannot be rewritten. url needs path or
+  query; reroute needs path; a path starts with "/" or a variable; a query
+  is written without its "?".
 """
 
 from __future__ import annotations
@@ -37,14 +48,17 @@ import ssl
 from typing import Optional
 from urllib.parse import urlsplit
 
+from appgw import rewrite
 from appgw.config import (
     BackendPool, BackendSettings, Config, ConfigError, Gateway, Listener,
-    PathRule, Probe, Redirect, Rule, Server, is_host, parse_hostport,
-    parse_server,
+    PathRule, Probe, Redirect, RewriteCondition, RewriteRule, RewriteSet, Rule,
+    Server, UrlRewrite, is_host, parse_hostport, parse_server,
 )
+from appgw.errorpages import MAX_PAGE_SIZE, PAGE_STATUSES
 from appgw.grammar import TOKEN
 
-SECTIONS = ("gateway", "listeners", "backend_pools", "backend_settings", "probes", "rules")
+SECTIONS = ("gateway", "listeners", "backend_pools", "backend_settings", "probes", "rules",
+            "rewrite_sets")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _TOKEN_RE = re.compile(TOKEN)
 _APP_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
@@ -388,6 +402,10 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.integer("max_connections", 1)
     t.seconds("drain_timeout", zero_ok=True)
     read_gateway_acme(t, base_dir)
+    read_error_pages(t, base_dir)
+    t.string_list("compress_types", check_media_type, str.lower)
+    t.integer("compress_min_size", 0)
+    t.boolean("allow_underscores_in_headers")
     return t.build(Gateway) or Gateway()
 
 
@@ -401,6 +419,7 @@ def read_listener(t: Table, base_dir: str) -> Optional[Listener]:
             t.add(f"host_names[{i}]", f"duplicate host name {quote(host_name)}")
     t.string("certificate", check_text)
     t.string("private_key", check_text)
+    read_error_pages(t, base_dir)
     acme = t.boolean("acme")
     if t.ok("protocol") and acme:
         check_listener_acme(t, t.values.get("protocol", "http"))
@@ -483,7 +502,7 @@ def check_acme(listeners: list[Table], gateway: Gateway, problems: Problems) -> 
     HTTP-01 through an http listener on acme_http_port, or TLS-ALPN-01 on the
     listener itself when it is bound to acme_tls_port."""
     built = [t.obj for t in listeners if t.obj is not None]
-    http_ports = {l.port for l in built if l.protocol == "http"}
+    http_ports = {item.port for item in built if item.protocol == "http"}
     for t in listeners:
         listener = t.obj
         if listener is None or not listener.acme or not t.ok("acme"):
@@ -591,9 +610,12 @@ def read_redirect(t: Table) -> Redirect:
 
 
 def read_target(t: Table) -> None:
-    """A rule's or path entry's target: exactly one of backend_pool or redirect."""
+    """A rule's or path entry's target: exactly one of backend_pool or redirect.
+    Also what shapes its answers: rewrite_set and compress."""
     t.string("backend_pool", check_text)
     t.string("backend_settings", check_text)
+    t.string("rewrite_set", check_text)
+    t.boolean("compress")
     redirect = t.table("redirect")
     if redirect is not None:
         t.values["redirect"] = read_redirect(redirect)
@@ -632,6 +654,180 @@ def read_rule(t: Table) -> Optional[Rule]:
     return t.build(Rule)
 
 
+# --- error pages, compression ---------------------------------------------------
+
+_MEDIA_TYPE_RE = re.compile(rf"{TOKEN}/(?:{TOKEN}|\*)")
+
+
+def check_media_type(value: str) -> Optional[str]:
+    if not _MEDIA_TYPE_RE.fullmatch(value) or value.startswith("*"):
+        return f'must be a media type such as "text/html" or "text/*", without parameters, got {quote(value)}'
+    return None
+
+
+def read_error_pages(t: Table, base_dir: str) -> None:
+    """error_pages = { "502" = "file.html" }: each file read now, its bytes kept."""
+    pages = t.table("error_pages")
+    if pages is None:
+        return
+    found = []
+    for key, value in pages.raw.items():
+        pages.seen.add(key)
+        if not key.isdigit() or int(key) not in PAGE_STATUSES:
+            statuses = ", ".join(map(str, PAGE_STATUSES))
+            pages.add(key, f"must be a status the gateway answers with ({statuses}), got {quote(key)}")
+        elif not isinstance(value, str):
+            pages.add(key, f"must be a string (a file path), got {describe(value)}")
+        elif not value or has_controls(value):
+            pages.add(key, f"must be a file path, got {quote(value)}")
+        elif (page := read_page(pages, key, os.path.join(base_dir, value), value)) is not None:
+            found.append((int(key), page))
+    if t.ok("error_pages"):
+        t.values["error_pages"] = tuple(sorted(found))
+
+
+def read_page(t: Table, key: str, path: str, shown: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as f:
+            page = f.read(MAX_PAGE_SIZE + 1)
+    except OSError as err:
+        t.add(key, f"cannot read {quote(shown)}: {err.strerror}")
+        return None
+    if len(page) > MAX_PAGE_SIZE:
+        t.add(key, f"{quote(shown)} is larger than 1 MiB")
+        return None
+    try:
+        page.decode("utf-8")
+    except UnicodeDecodeError as err:
+        t.add(key, f"{quote(shown)} is not UTF-8 (byte {err.start}); it is served as utf-8")
+        return None
+    return page
+
+
+# --- rewrite sets ---------------------------------------------------------------
+
+def read_rewrite_set(t: Table) -> Optional[RewriteSet]:
+    t.string("name", check_name, required=True)
+    names: set = set()
+    rules = [read_rewrite_rule(rt, names) for rt in t.tables("rules")]
+    if all(rules):
+        t.values["rules"] = tuple(rules)
+    return t.build(RewriteSet)
+
+
+def check_variable(value: str) -> Optional[str]:
+    if rewrite.variable_phase(value) is None:
+        return (f"unknown variable {quote(value)}: one of {', '.join(rewrite.VARIABLES)}, "
+                "http_req_<Header-Name> or http_resp_<Header-Name>")
+    return None
+
+
+def read_condition(t: Table) -> Optional[RewriteCondition]:
+    t.string("variable", check_variable, required=True)
+    pattern = t.string("pattern", required=True)
+    ignore_case = t.boolean("ignore_case")
+    t.boolean("negate")
+    if pattern is not None:
+        try:
+            re.compile(pattern.encode(), re.IGNORECASE if ignore_case else 0)
+        except re.error as err:
+            t.add("pattern", f"invalid regular expression: {err}")
+            t.values.pop("pattern")
+    return t.build(RewriteCondition)
+
+
+def read_rewrite_rule(t: Table, names: set) -> Optional[RewriteRule]:
+    """One rule of a set; `names` holds the set's rule names so far."""
+    name = t.string("name", check_name, required=True)
+    if name in names:
+        t.add("name", f"duplicate name {quote(name)} in this rewrite set")
+    names.add(name)
+    condition_tables = t.tables("conditions")
+    conditions = [read_condition(ct) for ct in condition_tables]
+    captures = rewrite.capture_map(conditions)
+    request_actions = t.has("request_headers") or t.has("url")
+    if request_actions:
+        for ct in condition_tables:
+            variable = ct.values.get("variable", "")
+            if rewrite.variable_phase(variable) == "response":
+                ct.add("variable", f"{variable} is only known once the answer arrives, and this rule "
+                                   "has request actions (request_headers, url): give those a rule of their own")
+    read_header_actions(t, "request_headers", rewrite.FORBIDDEN_REQUEST, captures, "request")
+    read_header_actions(t, "response_headers", rewrite.FORBIDDEN_RESPONSE, captures, "response")
+    url = t.table("url")
+    if url is not None:
+        t.values["url"] = read_url(url, captures)
+    if t.ok("conditions") and all(conditions):
+        t.values["conditions"] = tuple(conditions)
+    return t.build(RewriteRule)
+
+
+def read_template(t: Table, key: str, value: str, captures: dict, phase: str) -> bool:
+    """Report what is wrong with a value template; True when it is good."""
+    try:
+        parts = rewrite.parse_template(value, captures)
+    except rewrite.TemplateError as err:
+        t.add(key, str(err))
+        return False
+    if phase == "request" and rewrite.template_phase(parts) == "response":
+        t.add(key, "http_resp_* variables are only known for response_headers")
+        return False
+    return True
+
+
+def read_header_actions(t: Table, name: str, forbidden, captures: dict, phase: str) -> None:
+    """{ "Header-Name" = "value template" }; "" removes the header."""
+    headers = t.table(name)
+    if headers is None:
+        return
+    actions, seen = [], {}
+    for key, value in headers.raw.items():
+        headers.seen.add(key)
+        lowered = key.lower()
+        if not _TOKEN_RE.fullmatch(key):
+            headers.add(key, "must be a header name (letters, digits and !#$%&'*+-.^_`|~)")
+        elif lowered in forbidden:
+            headers.add(key, f"{key} cannot be rewritten: the gateway sets it itself")
+        elif lowered in seen:
+            headers.add(key, f"the same header as {quote(seen[lowered])}")
+        elif not isinstance(value, str):
+            headers.add(key, f"must be a string, got {describe(value)}")
+        elif has_controls(value):
+            headers.add(key, "must not contain control characters")
+        elif read_template(headers, key, value, captures, phase):
+            actions.append((key, value))
+        seen.setdefault(lowered, key)
+    if t.ok(name):
+        t.values[name] = tuple(actions)
+
+
+def read_url(t: Table, captures: dict) -> Optional[UrlRewrite]:
+    path = t.string("path")
+    query = t.string("query")
+    reroute = t.boolean("reroute")
+    if path is None and query is None and t.ok("path") and t.ok("query"):
+        t.problems.add(t.path, "needs path or query")
+    if reroute and path is None and t.ok("path"):
+        t.add("reroute", "needs path: only a rewritten path is routed again")
+    if path is not None:
+        check_url_template(t, "path", path, captures, "?#")
+    if query is not None:
+        check_url_template(t, "query", query, captures, "#")
+    return t.build(UrlRewrite)
+
+
+def check_url_template(t: Table, key: str, value: str, captures: dict, refused: str) -> None:
+    """A url part: visible ASCII, a path from "/" or a variable, a query without "?"."""
+    if key == "path" and not value.startswith(("/", "{")) or key == "query" and value.startswith("?"):
+        t.add(key, 'must start with "/" or a variable' if key == "path" else 'is written without its "?"')
+    elif any(not 0x21 <= ord(c) <= 0x7e or c in refused for c in value):
+        shown = " or ".join(f'"{c}"' for c in refused)
+        t.add(key, f"must be visible ASCII without spaces or {shown}, got {quote(value)}")
+    elif read_template(t, key, value, captures, "request"):
+        return
+    t.values.pop(key, None)
+
+
 # --- across sections ---------------------------------------------------------
 
 def read_section(tables: list[Table], read, complete: bool) -> Optional[set]:
@@ -663,6 +859,7 @@ def check_reference(t: Table, key: str, names: Optional[set], kind: str) -> None
 def check_target_references(t: Table, listener: Optional[str], names: dict) -> None:
     check_reference(t, "backend_pool", names["backend_pools"], "backend pool")
     check_reference(t, "backend_settings", names["backend_settings"], "backend settings")
+    check_reference(t, "rewrite_set", names["rewrite_sets"], "rewrite set")
     redirect = t.sub.get("redirect")
     if redirect is None:
         return
@@ -771,6 +968,7 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
         "backend_settings": lambda t: read_settings(t, base_dir),
         "probes": read_probe,
         "rules": read_rule,
+        "rewrite_sets": read_rewrite_set,
     }
     names = {}
     for section, read in readers.items():

@@ -146,7 +146,8 @@ class BindServer:
                 sock = tls
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock, address[0] if isinstance(address, tuple) else "unix", site, runtime)
+            ip, port = (address[0], address[1]) if isinstance(address, tuple) else ("unix", 0)
+            conn = Connection(sock, ip, site, runtime, port)
             runtime.connections.add(conn)
             conn.serve()
         finally:

@@ -92,7 +92,7 @@ class Runtime:
         if config is None:
             log.error("reload refused: %s is invalid; the running configuration stays", self.config.path)
             return False
-        binds = {(l.host, l.port) for l in config.listeners}
+        binds = {(listener.host, listener.port) for listener in config.listeners}
         try:
             sockets = bind_all(config, self.servers, self._inherited, self.reuse_port)
         except BindError as exc:

@@ -6,6 +6,9 @@ whose definition is unchanged are carried over with their health and idle
 connections.
 """
 from .balancer import Backend
+from .compress import CompressPolicy
+from .errorpages import pages_for
+from .rewrite import compile_sets
 from .router import Redirector, Site, compile_listener
 from .upstream import Endpoint, tls_client_context
 
@@ -14,7 +17,7 @@ class Snapshot:
     def __init__(self, config, sites, backends, endpoints):
         self.config = config
         self.sites = sites          # (host, port) -> Site
-        self.backends = backends    # (pool name, settings name) -> Backend
+        self.backends = backends    # (pool, settings, rewrite set, compress) names -> Backend
         self.endpoints = endpoints  # key -> Endpoint
 
 
@@ -22,6 +25,8 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
     """`app_path(spec)` returns the unix socket of an in-process app."""
     old = previous.endpoints if previous else {}
     endpoints, backends = {}, {}
+    rewrite_sets = {name: s for name, s in compile_sets(config).items() if s.has_request or s.has_response}
+    compress = CompressPolicy.from_gateway(config.gateway)
 
     def endpoint(pool, server, settings, probe):
         kind, label, where = server
@@ -47,25 +52,33 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
         endpoints[key] = found
         return found
 
-    def backend(pool_name, settings_name):
-        key = (pool_name, settings_name)
+    def backend(pool_name, settings_name, rewrite_set, compressed):
+        key = (pool_name, settings_name, rewrite_set, compressed)
         if key not in backends:
             pool = config.pool_by_name[pool_name]
             settings = config.settings(settings_name)
             probe = config.probe(settings.probe)
-            backends[key] = Backend(pool, settings, [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)])
+            servers = [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)]
+            backends[key] = Backend(pool, settings, servers, rewrite_sets.get(rewrite_set),
+                                    compress if compressed else None)
         return backends[key]
 
-    def target_for(entry):
-        if entry.redirect is not None:
-            return Redirector(entry.redirect, config.listener_by_name)
-        return backend(entry.backend_pool, entry.backend_settings)
+    def target_for(rule, entry):
+        source = entry or rule
+        if source.redirect is not None:
+            return Redirector(source.redirect, config.listener_by_name)
+        return backend(source.backend_pool, source.backend_settings, rule.rewrite_set_for(entry),
+                       rule.compress_for(entry))
 
     by_bind = {}
     for listener in config.listeners:
         rule = config.rule_by_listener[listener.name]
         by_bind.setdefault((listener.host, listener.port), []).append(compile_listener(listener, rule, target_for))
-    sites = {bind: Site(bind, routes) for bind, routes in by_bind.items()}
+    gateway_pages = pages_for(config.gateway)
+    for routes_list in by_bind.values():
+        for routes in routes_list:
+            routes.pages = pages_for(config.gateway, routes.listener)
+    sites = {bind: Site(bind, routes, gateway_pages) for bind, routes in by_bind.items()}
     return Snapshot(config, sites, backends, endpoints)
 
 

@@ -89,7 +89,7 @@ class Master:
         self.config = config
         # A removed bind must stop accepting: the master's copy of its socket
         # would keep it listening after every worker closed its own.
-        binds = {(l.host, l.port) for l in config.listeners}
+        binds = {(listener.host, listener.port) for listener in config.listeners}
         for bind in list(self.sockets):
             if bind not in binds:
                 self.sockets.pop(bind).close()

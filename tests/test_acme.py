@@ -237,8 +237,8 @@ def test_first_certificate_over_http01(pebble_factory, gateway_factory, backend_
         assert (response.status_code, response.text) == (200, "ok\n")
     assert "answering http-01 for a.test" in gw.stderr_text()
     assert "tls-alpn-01" not in gw.stderr_text()
-    challenge_lines = [l for l in gw.stdout_text().splitlines() if "/.well-known/acme-challenge/" in l]
-    assert challenge_lines and all('" 200 ' in l and "listener=web" in l for l in challenge_lines)
+    challenge_lines = [line for line in gw.stdout_text().splitlines() if "/.well-known/acme-challenge/" in line]
+    assert challenge_lines and all('" 200 ' in line and "listener=web" in line for line in challenge_lines)
     # Any other path on that listener still gets its rule: the redirect.
     assert requests.get(f"http://127.0.0.1:{http_port}/x", allow_redirects=False, timeout=5).status_code == 301
     assert pebble.orders() == 1
@@ -254,11 +254,12 @@ def test_first_certificate_over_http01(pebble_factory, gateway_factory, backend_
 
     entry, = certificates(gw)
     assert entry["source"] == "acme" and entry["names"] == ["a.test", "b.test"]
-    assert entry["issuer"].startswith("CN=Pebble Intermediate CA")
+    assert entry["signed_by"].startswith("CN=Pebble Intermediate CA")
     assert entry["serial"] == format(cert.serial_number, "x")
     assert entry["last_renewal"]["ok"] is True
     metrics = requests.get(gw.admin_url("/metrics"), timeout=5).text
-    sample = next(l for l in metrics.splitlines() if l.startswith('appgw_certificate_expiry_seconds{listener="secure"}'))
+    gauge = 'appgw_certificate_expiry_seconds{listener="secure"}'
+    sample = next(line for line in metrics.splitlines() if line.startswith(gauge))
     assert float(sample.split()[-1]) > 3600
 
 

@@ -1,6 +1,7 @@
 """Automatic HTTPS without a CA: the ClientHello reader, the challenge
 answers, the renewal and retry schedule, the storage, the config checks and
-what --check prints. Pure tests, except one run of the real command."""
+what --check prints. Socket-free (marked sansio) except a run of the real
+command and a client facing a CA that is not there."""
 import datetime
 import hashlib
 import os
@@ -35,6 +36,7 @@ def client_hello(server_name, alpn):
     return outgoing.read()
 
 
+@pytest.mark.sansio
 def test_client_hello_gives_sni_and_alpn():
     hello = parse_client_hello(client_hello("Alpn.Test", ["acme-tls/1"]))
     assert hello.server_name == "alpn.test" and hello.alpn == (b"acme-tls/1",)
@@ -44,6 +46,7 @@ def test_client_hello_gives_sni_and_alpn():
     assert parse_client_hello(client_hello("a.test", None)).alpn == ()
 
 
+@pytest.mark.sansio
 def test_client_hello_incomplete_split_or_not_tls():
     data = client_hello("a.test", ["acme-tls/1"])
     for cut in (0, 3, 5, 40, len(data) - 1):
@@ -63,6 +66,7 @@ def test_client_hello_incomplete_split_or_not_tls():
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 
 
+@pytest.mark.sansio
 def test_http01_answer_only_for_pending_well_formed_tokens():
     pending = {TOKEN: TOKEN + ".thumbprint"}
     assert ch.http01_answer(b"/.well-known/acme-challenge/" + TOKEN.encode(), pending.get) == \
@@ -75,17 +79,9 @@ def test_http01_answer_only_for_pending_well_formed_tokens():
         assert ch.http01_answer(path, pending.get) is None
 
 
-def test_http01_response_framing():
-    assert ch.http01_response(b"k.a", 1, True) == (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n"
-        b"Cache-Control: no-store\r\n\r\nk.a")
-    closing = ch.http01_response(b"k.a", 0, False, head_only=True)
-    assert closing.startswith(b"HTTP/1.0 200 OK\r\n") and b"Connection: close\r\n" in closing
-    assert closing.endswith(b"\r\n\r\n")
-
-
 # --- TLS-ALPN-01 --------------------------------------------------------------------------
 
+@pytest.mark.sansio
 def test_tls_alpn_certificate_carries_the_key_authorization_digest():
     cert_pem, key_pem = ch.tls_alpn_certificate("a.test", "token.thumb")
     cert = x509.load_pem_x509_certificate(cert_pem)
@@ -98,6 +94,7 @@ def test_tls_alpn_certificate_carries_the_key_authorization_digest():
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
 
 
+@pytest.mark.sansio
 def test_challenge_preference():
     both = [ch.HTTP01, ch.TLS_ALPN01]
     assert ch.preferred_challenges(both) == [ch.HTTP01, ch.TLS_ALPN01]
@@ -107,6 +104,7 @@ def test_challenge_preference():
 
 # --- the schedule -------------------------------------------------------------------------
 
+@pytest.mark.sansio
 def test_renewal_at_a_third_of_the_lifetime_left():
     day = 86400
     assert renewal_time(0, 90 * day) == 60 * day
@@ -116,6 +114,7 @@ def test_renewal_at_a_third_of_the_lifetime_left():
     assert next_action(5.0, None, {}) == ("order", 0.0)
 
 
+@pytest.mark.sansio
 def test_failures_back_off_and_honour_retry_after():
     assert [retry_delay(n) for n in (1, 2, 3, 4)] == [60, 120, 240, 480]
     assert retry_delay(30) == 4 * 3600
@@ -129,6 +128,7 @@ def test_failures_back_off_and_honour_retry_after():
     assert next_action(100.0, info, {"ok": True, "retry_at": 200.0}) == ("order", 0.0)
 
 
+@pytest.mark.sansio
 def test_parse_retry_after():
     now = datetime.datetime(2026, 12, 1, 10, 0, tzinfo=datetime.timezone.utc).timestamp()
     assert parse_retry_after("120", now) == 120
@@ -153,6 +153,7 @@ def self_signed(names, days=30):
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
+@pytest.mark.sansio
 def test_store_writes_private_files_atomically(tmp_path):
     store = CertStore(str(tmp_path / "acme"))
     key = store.account_key()
@@ -171,6 +172,7 @@ def test_store_writes_private_files_atomically(tmp_path):
     assert open(stored.path, "rb").read() == b"replaced"
 
 
+@pytest.mark.sansio
 def test_slot_names_differ_per_name_set_and_ca():
     a = slot_name(("a.test", "b.test"), "https://ca/dir")
     assert a == slot_name(("b.test", "a.test"), "https://ca/dir").replace("b.test-", "a.test-")
@@ -179,6 +181,7 @@ def test_slot_names_differ_per_name_set_and_ca():
     assert a != slot_name(("a.test", "b.test"), "https://staging/dir")
 
 
+@pytest.mark.sansio
 def test_order_lock_is_exclusive(tmp_path):
     store = CertStore(str(tmp_path))
     held = store.try_lock("s")
@@ -230,6 +233,7 @@ def problems(text):
     return info.value.problems
 
 
+@pytest.mark.sansio
 def test_acme_config_defaults_and_paths():
     config = parse_config(acme_config(), "appgw.toml", base_dir="/srv/gw")
     gateway = config.gateway
@@ -241,6 +245,7 @@ def test_acme_config_defaults_and_paths():
     assert other.gateway.acme_storage == "/var/lib/x"
 
 
+@pytest.mark.sansio
 def test_acme_config_errors_name_their_keys(tmp_path):
     assert problems(acme_config(secure='host_names = ["a.example"]\ncertificate = "c.pem"\nprivate_key = "k.pem"')) == [
         "appgw.toml: listeners[1].certificate: not used with acme = true (the certificate comes from the ACME CA)",
@@ -268,6 +273,7 @@ def test_acme_config_errors_name_their_keys(tmp_path):
         "no certificate or crl found"]
 
 
+@pytest.mark.sansio
 def test_either_challenge_is_enough():
     only_alpn = parse_config(acme_config(web_bind="0.0.0.0:8080"), "appgw.toml", base_dir="/srv")
     assert ch.available_challenges(only_alpn, only_alpn.listener_by_name["secure"]) == [ch.TLS_ALPN01]
@@ -322,6 +328,7 @@ def test_an_unreachable_ca_is_a_connection_failure_with_the_reason(tmp_path):
     assert Solver.withdrawn
 
 
+@pytest.mark.sansio
 def test_status_table_warns_within_14_days(tmp_path):
     """File certificates too: 10 days left is marked, 30 days is not."""
     from types import SimpleNamespace

@@ -15,6 +15,8 @@ from appgw.config import (
 )
 from appgw.summary import summarize
 
+pytestmark = pytest.mark.sansio
+
 LISTENER = """
 [[listeners]]
 name = "http"

@@ -12,6 +12,8 @@ from appgw.config import Probe, parse_config
 from appgw.health import HEALTHY, UNHEALTHY, UNKNOWN, HealthState, ProbeResult
 from appgw.prober import JITTER, failure_reason, format_ranges, next_due
 
+pytestmark = pytest.mark.sansio
+
 OK = ProbeResult(0, True, 200, "status 200")
 FAIL = ProbeResult(0, False, 500, "status 500 not in 200-399")
 
