@@ -35,18 +35,46 @@ def _header(headers, lname):
     return b""
 
 
+class AccessLogError(Exception):
+    """The access-log file cannot be opened: one line, for the log or stderr."""
+
+
 class AccessLog:
     """Writes entries to stdout, a file, or nowhere (`enabled` is False)."""
 
     def __init__(self, target: str, fmt: str):
         self.enabled = bool(target)
         self.json = fmt == "json"
+        self.target = target
         if not target:
             self._stream = None
         elif target == "-":
             self._stream = sys.stdout
         else:
-            self._stream = open(target, "a", buffering=1, encoding="utf-8")
+            self._stream = self._open()
+
+    def _open(self):
+        try:
+            return open(self.target, "a", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            raise AccessLogError("cannot open the access log %s: %s" % (
+                self.target, (exc.strerror or str(exc)).lower())) from None
+
+    def reopen(self):
+        """Open the file again by its name (logrotate moved the old one
+        away); the old file is closed once the new one is open, so a
+        failure keeps logging where it was. Raises AccessLogError. True when
+        there was a file to reopen."""
+        if self._stream is None or self._stream is sys.stdout:
+            return False
+        old, self._stream = self._stream, self._open()
+        old.close()
+        return True
+
+    def close(self):
+        if self._stream is not None and self._stream is not sys.stdout:
+            self._stream.close()
+            self._stream = None
 
     def fill_request(self, entry, req):
         entry.method, entry.target, entry.version = req.method, req.target, b"HTTP/1.%d" % req.minor

@@ -207,7 +207,8 @@ class Slot:
         info = self.info()
         self.store.save_status(self.slot, {
             "time": started, "ok": True, "failures": 0,
-            "result": "obtained: serial %s, valid until %s" % (info.serial, iso(info.not_after)) if info else "obtained"})
+            "result": "obtained: serial %s, valid until %s" % (info.serial, iso(info.not_after))
+                      if info else "obtained"})
 
     # -- handshakes without a certificate ------------------------------------------
 

@@ -2,11 +2,10 @@
 listener's names, where its certificate comes from (a file or the ACME CA),
 issuing CA, expiry and the last renewal attempt.
 
-`certificates(runtime)` is the document of GET /certificates; the status
-page's table, the expiry metric and the --check lines are made from the
-same facts.
+`certificates(runtime)` is the document of GET /certificates (and the
+"certificates" of /status.json, which the status page draws); the expiry
+metric and the --check lines are made from the same facts.
 """
-import html
 import time
 
 from prometheus_client.core import GaugeMetricFamily
@@ -52,11 +51,25 @@ def listener_certificate(listener, gateway, acme=None, now=None):
         "not_after": iso(info.not_after) if info else None,
         "expires_in_seconds": round(info.not_after - now) if info else None,
         "problem": problem,
+        "warning": _warning(info, problem, now),
         "last_renewal": {"time": iso(status["time"]), "ok": status.get("ok", False),
                          "result": status.get("result", "")} if status.get("time") else None,
         "next_attempt": iso(status["retry_at"]) if status.get("retry_at") and not status.get("ok") else None,
     })
     return entry
+
+
+def _warning(info, problem, now):
+    """What the status page flags: no certificate, expired, or expiring
+    within WARN_DAYS (file certificates too); None when all is well."""
+    if info is None:
+        return problem
+    left = info.not_after - now
+    if left < 0:
+        return "expired"
+    if left < WARN_DAYS * 86400:
+        return "expires within %d days (%.1f days left)" % (WARN_DAYS, left / 86400)
+    return None
 
 
 def certificates(runtime):
@@ -81,42 +94,6 @@ class ExpiryCollector:
             if entry["expires_in_seconds"] is not None:
                 family.add_metric([entry["listener"]], entry["expires_in_seconds"])
         yield family
-
-
-def _expires(entry):
-    seconds = entry["expires_in_seconds"]
-    if seconds is None:
-        return entry["problem"] or "-"
-    if seconds < 0:
-        return "EXPIRED %s" % entry["not_after"]
-    return "%s (in %.1f days)" % (entry["not_after"], seconds / 86400)
-
-
-def certificates_html(runtime):
-    """The status page's certificate table; a row expiring within 14 days
-    (or without a certificate) is marked and says so."""
-    e = html.escape
-    entries = certificates(runtime)["certificates"]
-    if not entries:
-        return ""
-    out = ['<h2>Certificates</h2><table><tr><th>listener</th><th>names</th><th>source</th><th>issued by</th>'
-           '<th>expires</th><th>last renewal</th></tr>']
-    for entry in entries:
-        seconds = entry["expires_in_seconds"]
-        warn = seconds is None or seconds < WARN_DAYS * 86400
-        source = "ACME" if entry["source"] == "acme" else "file %s" % entry["file"]
-        last = entry["last_renewal"]
-        renewal = "-" if last is None else "%s %s: %s" % (last["time"], "ok" if last["ok"] else "FAILED",
-                                                         last["result"])
-        if entry["next_attempt"]:
-            renewal += " (next try %s)" % entry["next_attempt"]
-        expires = e(_expires(entry)) + (" &mdash; expires within %d days" % WARN_DAYS
-                                        if seconds is not None and warn else "")
-        out.append('<tr%s><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
-            ' class="Unhealthy"' if warn else "", e(entry["listener"]), e(", ".join(entry["names"]) or "any"),
-            e(source), e(entry["signed_by"] or "-"), expires, e(renewal)))
-    out.append('</table>')
-    return "\n".join(out)
 
 
 def check_lines(config, listener):

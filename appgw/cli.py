@@ -50,6 +50,7 @@ def main(argv=None):
         print(summarize(config))
         return 0
 
+    from .accesslog import AccessLogError
     from .listener import BindError
 
     def reload_config(path):
@@ -63,6 +64,6 @@ def main(argv=None):
         from .runtime import Runtime
 
         return Runtime(config, reload_config).run()
-    except BindError as exc:
+    except (BindError, AccessLogError) as exc:
         print(exc, file=sys.stderr)
         return 1

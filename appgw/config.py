@@ -15,8 +15,9 @@ Decisions recorded here (the README repeats them):
   built-in defaults, `DEFAULT_SETTINGS` (http, port 80, ...).
 - `probe = ""` (or omitted) in backend settings means `DEFAULT_PROBE`.
 - Relative file paths (certificate, private_key, trusted_root, an
-  access_log file) are resolved against the config file's directory and
-  stored absolute. Error pages are read at load: the Config holds their bytes.
+  access_log file, app_path entries) are resolved against the config
+  file's directory and stored absolute. Error pages are read at load: the
+  Config holds their bytes.
 - A path entry's `rewrite_set` ("" = the rule's) and `compress` (absent =
   the rule's) replace the rule's: `Rule.rewrite_set_for`, `Rule.compress_for`.
 """
@@ -233,12 +234,14 @@ class Server:
 class BackendPool:
     """[[backend_pools]]: remote servers and/or an in-process WSGI app ("pkg.mod:callable").
 
-    The app is not imported here; the runtime imports it at start.
+    `app_path`: the directories put on sys.path for the app's import,
+    absolute, the config file's own directory last (config_check adds it).
     """
 
     name: str
     servers: tuple[Server, ...] = ()
     app: str = ""
+    app_path: tuple[str, ...] = ()
     load_balancing: str = "round_robin"
 
 
@@ -259,6 +262,7 @@ class BackendSettings:
     drain_timeout: float = 0
     verify_tls: bool = True
     trusted_root: str = ""
+    retry_window: float = 0
 
     def __post_init__(self):
         if self.port is None:

@@ -9,8 +9,8 @@ name, a bad bind) are left out of the per-object checks, but their names
 still count for reference resolution.
 
 Rules not obvious from SPEC section 3:
-- Times are int or float > 0; websocket_idle_timeout and both
-  drain_timeouts may be 0. Sizes are ints >= 0, max_header_size >= 1024.
+- Times are int or float > 0; websocket_idle_timeout, both
+  drain_timeouts and retry_window may be 0. Sizes are ints >= 0, max_header_size >= 1024.
   workers 1-64, max_connections >= 1. Booleans must be TOML booleans.
 - A rule and each path entry have exactly one of backend_pool or redirect;
   backend_settings beside a redirect is an error (it would be ignored).
@@ -296,19 +296,32 @@ def check_server(value: str) -> Optional[str]:
     return None
 
 
-def check_app(value: str) -> Optional[str]:
-    """The spec's form, then the import itself: an app that cannot be
-    imported is a config problem like any other, reported with the rest."""
+def check_app_form(value: str) -> Optional[str]:
     if value and not _APP_RE.fullmatch(value):
         return f'must be "package.module:callable", got {quote(value)}'
-    if value:
-        from appgw.apps import AppImportError, import_app
-
-        try:
-            import_app(value)
-        except AppImportError as err:
-            return str(err)
     return None
+
+
+def check_app_import(t: Table, base_dir: str) -> None:
+    """Resolve app_path, then import the app with it: an app that cannot be
+    imported is a config problem like any other, reported with the rest
+    (so `--check` meets what a start would)."""
+    dirs = [os.path.abspath(os.path.join(base_dir, d)) for d in t.values.get("app_path", ())]
+    for i, path in enumerate(dirs):
+        if not os.path.isdir(path):
+            t.add(f"app_path[{i}]", f"{quote(t.values['app_path'][i])} is not a directory")
+    if os.path.abspath(base_dir) not in dirs:
+        dirs.append(os.path.abspath(base_dir))
+    t.values["app_path"] = tuple(dirs)
+    app = t.values.get("app")
+    if not app or not t.ok("app") or not t.ok("app_path"):
+        return
+    from appgw.apps import AppImportError, import_app
+
+    try:
+        import_app(app, dirs)
+    except AppImportError as err:
+        t.add("app", str(err))
 
 
 def check_cookie_name(value: str) -> Optional[str]:
@@ -379,6 +392,19 @@ def check_file(t: Table, name: str, base_dir: str) -> Optional[str]:
     return t.values[name]
 
 
+def check_writable(path: str) -> Optional[str]:
+    """Why a file could not be opened for appending, or None. Nothing is
+    created: --check must leave no trace."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return f"directory {quote(directory)} does not exist"
+    return None if os.access(directory, os.W_OK | os.X_OK) else f"permission denied in {quote(directory)}"
+
+
 def ssl_message(err: Exception) -> str:
     """An ssl error without its " (_ssl.c:1234)" tail."""
     return re.sub(r" \(_ssl\.c:\d+\)$", "", str(err))
@@ -393,7 +419,9 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.string("admin_bind", check_admin_bind)
     access_log = t.string("access_log", check_text)
     if access_log not in (None, "", "-"):
-        t.values["access_log"] = os.path.abspath(os.path.join(base_dir, access_log))
+        path = t.values["access_log"] = os.path.abspath(os.path.join(base_dir, access_log))
+        if (message := check_writable(path)):
+            t.add("access_log", f"cannot write {quote(access_log)}: {message}")
     t.choice("log_format", ("combined", "json"))
     t.seconds("client_header_timeout")
     t.seconds("client_idle_timeout")
@@ -515,7 +543,7 @@ def check_acme(listeners: list[Table], gateway: Gateway, problems: Problems) -> 
                           f"on port {gateway.acme_tls_port} (gateway.acme_tls_port); it is on {listener.port}")
 
 
-def read_pool(t: Table) -> Optional[BackendPool]:
+def read_pool(t: Table, base_dir: str) -> Optional[BackendPool]:
     t.string("name", check_name, required=True)
     addresses = t.string_list("servers", check_server)
     if addresses is not None:
@@ -524,7 +552,9 @@ def read_pool(t: Table) -> Optional[BackendPool]:
             if server in servers[:i]:
                 t.add(f"servers[{i}]", f"duplicate server {quote(server.address)}")
         t.values["servers"] = tuple(servers)
-    t.string("app", check_app)
+    t.string("app", check_app_form)
+    t.string_list("app_path", check_text)
+    check_app_import(t, base_dir)
     t.choice("load_balancing", ("round_robin", "least_connections"))
     if t.ok("servers") and t.ok("app") and not t.values.get("servers") and not t.values.get("app"):
         t.problems.add(t.path, "needs servers or app")
@@ -545,6 +575,7 @@ def read_settings(t: Table, base_dir: str) -> Optional[BackendSettings]:
     t.seconds("drain_timeout", zero_ok=True)
     t.boolean("verify_tls")
     t.string("trusted_root", check_text)
+    t.seconds("retry_window", zero_ok=True)
     if t.values.get("host_name") and t.values.get("pick_host_name_from_backend"):
         t.problems.add(t.path, "host_name and pick_host_name_from_backend exclude each other")
     if t.values.get("trusted_root") and t.ok("protocol"):
@@ -656,6 +687,7 @@ def read_rule(t: Table) -> Optional[Rule]:
 
 # --- error pages, compression ---------------------------------------------------
 
+_PAGE_KEYS = {str(status): status for status in PAGE_STATUSES}
 _MEDIA_TYPE_RE = re.compile(rf"{TOKEN}/(?:{TOKEN}|\*)")
 
 
@@ -673,7 +705,7 @@ def read_error_pages(t: Table, base_dir: str) -> None:
     found = []
     for key, value in pages.raw.items():
         pages.seen.add(key)
-        if not key.isdigit() or int(key) not in PAGE_STATUSES:
+        if key not in _PAGE_KEYS:
             statuses = ", ".join(map(str, PAGE_STATUSES))
             pages.add(key, f"must be a status the gateway answers with ({statuses}), got {quote(key)}")
         elif not isinstance(value, str):
@@ -681,7 +713,7 @@ def read_error_pages(t: Table, base_dir: str) -> None:
         elif not value or has_controls(value):
             pages.add(key, f"must be a file path, got {quote(value)}")
         elif (page := read_page(pages, key, os.path.join(base_dir, value), value)) is not None:
-            found.append((int(key), page))
+            found.append((_PAGE_KEYS[key], page))
     if t.ok("error_pages"):
         t.values["error_pages"] = tuple(sorted(found))
 
@@ -964,7 +996,7 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
     gateway = read_gateway(gateway_table, base_dir)
     readers = {
         "listeners": lambda t: read_listener(t, base_dir),
-        "backend_pools": read_pool,
+        "backend_pools": lambda t: read_pool(t, base_dir),
         "backend_settings": lambda t: read_settings(t, base_dir),
         "probes": read_probe,
         "rules": read_rule,

@@ -161,11 +161,12 @@ class Exchange:
         """A server of the target's pool not in `tried`, or None."""
         return self.target.choose(tried, self.affinity)
 
-    def no_server(self, tried) -> BackendError:
+    def no_server(self, tried, waited=False) -> BackendError:
         pool = self.target.pool.name
-        if tried:
-            return BackendError(502, "no server of pool %s could be reached" % pool)
-        return BackendError(502, "no healthy server in pool %s" % pool)
+        reason = "no server of pool %s could be reached" % pool if tried else "no healthy server in pool %s" % pool
+        if waited:
+            reason += " within the retry window of %gs" % self.target.settings.retry_window
+        return BackendError(502, reason)
 
     @property
     def stale_check(self) -> bool:
@@ -206,6 +207,13 @@ class Exchange:
         (nginx's proxy_next_upstream error); a timeout is never repeated."""
         req = self.req
         return error.replayable and req.framing == NONE and req.idempotent
+
+    def unbind(self):
+        """Back to ROUTED: the server went away before any byte of the
+        request reached it, and another (or the same, back) will take it."""
+        self.endpoint.active -= 1
+        self.endpoint = self.upstream = None
+        self.phase = ROUTED
 
     def rebind(self, upstream):
         """A new connection to the same server, for the replay."""

@@ -17,6 +17,7 @@ from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
 from .early import HeadScanner
+from .balancer import RetryWindow
 from .errors import BackendError, ClientError
 from .exchange import ANSWERED, AWAITING, NEW, RELAYING, ROUTED, SENDING, Exchange
 from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
@@ -152,8 +153,7 @@ class Connection:
         return None
 
     def log(self, entry):
-        stats = self.runtime.stats
-        stats.request(entry.listener, entry.rule, entry.status or 0, entry.received, entry.sent)
+        self.runtime.stats.finished(entry)
         if self.runtime.access_log.enabled:
             self.runtime.access_log.write(entry)
 
@@ -221,8 +221,17 @@ class Connection:
         chose, if it did), trying the next one when a connect fails: nothing
         has been sent yet, so any request may move on."""
         tried = []
+        # retry_window: with no server to take it, the request waits for one
+        # (woken by a probe or a connect that succeeds), then tries them all again.
+        retry = RetryWindow(ex.target, self.runtime.stop_requested) if ex.target.settings.retry_window else None
         endpoint = ex.endpoint or ex.choose(tried)
-        while endpoint is not None:
+        while True:
+            if endpoint is None:
+                if retry is None or not retry.wait():
+                    raise ex.no_server(tried, retry is not None)
+                tried = []
+                endpoint = ex.choose(tried)
+                continue
             try:
                 sock = endpoint.checkout(ex.stale_check)
             except (OSError, ValueError) as exc:  # ValueError: ssl refusing its arguments
@@ -232,7 +241,6 @@ class Connection:
                 continue
             ex.bind(endpoint, sock)
             return
-        raise ex.no_server(tried)
 
     def send_and_read(self, ex):
         """Send the request (from ex.sent), read the answer's head. A request
@@ -255,7 +263,13 @@ class Connection:
                 upstream = ex.endpoint.connect()
             except (OSError, ValueError) as exc:
                 ex.endpoint.connect_failed(exc)
-                raise BackendError(502, "backend connection failed: %s" % exc) from None
+                if not ex.target.settings.retry_window:
+                    raise BackendError(502, "backend connection failed: %s" % exc) from None
+                # The server went away under the request (a restart): it
+                # waits for a server of the pool, as a new request would.
+                ex.unbind()
+                self.connect(ex)
+                continue
             ex.rebind(upstream)
 
     def send_request(self, ex):
@@ -537,6 +551,6 @@ def _session_ended(runtime, endpoint, entry, counted, session):
     entry.received += session.up
     entry.sent += session.down
     entry.ended = session.ended
-    stats.request(entry.listener, entry.rule, entry.status, entry.received, entry.sent)
+    stats.finished(entry)
     if runtime.access_log.enabled:
         runtime.access_log.write(entry)

@@ -168,7 +168,7 @@ class RewriteView:
     """
 
     __slots__ = ("request", "client_ip", "client_port", "tls", "server_port",
-                 "response_headers", "outcomes", "_request_index", "_response_index")
+                 "response_headers", "outcomes", "_request_index", "_response_index", "_response_lines")
 
     def __init__(self, request, client_ip, client_port, tls, server_port):
         self.request = request
@@ -176,7 +176,8 @@ class RewriteView:
         self.client_port = client_port
         self.tls = tls
         self.server_port = server_port
-        self.response_headers = None   # (name, value) pairs of the answer, set by response()
+        self.response_headers = None   # the answer's (name, value) pairs, set by response()
+        self._response_lines = ()      # else its lines, read on the first http_resp_* look-up
         self.outcomes = None           # rule -> captures (or None), kept from the request phase
         self._request_index = None
         self._response_index = None
@@ -188,7 +189,8 @@ class RewriteView:
 
     def response_header(self, lname: bytes) -> bytes:
         if self._response_index is None:
-            self._response_index = _index(self.response_headers or ())
+            headers = self.response_headers
+            self._response_index = _index(headers if headers is not None else _pairs(self._response_lines))
         return self._response_index.get(lname, b"")
 
     def value(self, variable: str) -> bytes:
@@ -314,6 +316,9 @@ def _compile_template(text: str, captures: dict):
     return render
 
 
+_NO_CAPTURES = {}   # a rule without conditions: always, and nothing captured; never written to
+
+
 class _Condition:
     __slots__ = ("get", "regex", "negate", "captures")
 
@@ -346,6 +351,8 @@ class _Rule:
 
     def evaluate(self, view):
         """The captures of the conditions ({index: (group0, group1, ...)}), or None if one fails."""
+        if not self.conditions:
+            return _NO_CAPTURES
         caps = {}
         for index, condition in enumerate(self.conditions):
             match = condition.regex.search(condition.get(view))
@@ -362,11 +369,11 @@ class _Rule:
         return template if type(template) is bytes else template(view, caps)
 
     def header_edits(self, actions, view, caps, edits):
-        for lname, name, template in actions:
-            if template is None:
-                edits.append((lname, None))
+        for lname, name, template, fixed in actions:
+            if template is None:    # a constant, checked at load, or a removal
+                edits.append((lname, fixed))
                 continue
-            value = self.render(template, view, caps).strip(b" \t")
+            value = template(view, caps).strip(b" \t")
             if _BAD_VALUE.search(value):
                 log.warning("rewrite set %s, rule %s: header %s left out: its value would carry "
                             "a control character: %.120r", self.set_name, self.name,
@@ -385,10 +392,19 @@ class _Rule:
 
 
 def _header_actions(actions, captures):
-    """(lower-case name bytes, name bytes, template or None for remove), in order."""
-    return tuple((name.lower().encode(), name.encode(),
-                  _compile_template(value, captures) if value else None)
-                 for name, value in actions)
+    """(lower-case name, name, template, line) in order, as bytes: a value
+    with variables has a template to render per request; a constant one its
+    line made now (None for a removal, or a value of only blanks)."""
+    compiled = []
+    for name, value in actions:
+        template = _compile_template(value, captures) if value else b""
+        lname, name = name.lower().encode(), name.encode()
+        if type(template) is bytes:
+            value = template.strip(b" \t")
+            compiled.append((lname, name, None, name + b": " + value if value else None))
+        else:
+            compiled.append((lname, name, template, None))
+    return tuple(compiled)
 
 
 class CompiledSet:
@@ -442,12 +458,11 @@ class CompiledSet:
         """
         if not self.has_response:
             return lines
-        view.response_headers = headers if headers is not None else _pairs(lines)
-        view._response_index = None
+        view.response_headers, view._response_lines, view._response_index = headers, lines, None
         edits = []
-        outcomes = view.outcomes or {}
+        outcomes = view.outcomes
         for rule in self.response_rules:
-            caps = outcomes[rule] if rule in outcomes else rule.evaluate(view)
+            caps = outcomes[rule] if outcomes is not None and rule in outcomes else rule.evaluate(view)
             if caps is not None:
                 rule.header_edits(rule.response_headers, view, caps, edits)
         return apply_header_edits(lines, edits, HANDSHAKE if status == 101 else frozenset())

@@ -87,7 +87,7 @@ class Site:
     def __init__(self, bind, listeners, pages=None):
         self.bind = bind
         self.listeners = listeners
-        self.pages = pages   # the gateway's error pages: for answers made before Host chose a listener
+        self.pages = pages   # error pages for answers made before Host chose a listener
         self.protocol = listeners[0].listener.protocol
         self.exact, self.wildcards, self.default = {}, [], None
         for routes in listeners:

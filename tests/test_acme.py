@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from requests.adapters import HTTPAdapter
 
 from harness import child_pids, free_port, make_cert, wait_until
+from test_status_page import Browser, chromium_or_skip
 
 if shutil.which("pebble") is None or shutil.which("pebble-challtestsrv") is None:
     pytest.skip("the pebble package (pebble, pebble-challtestsrv) is not installed; .ci/run installs it",
@@ -416,8 +417,26 @@ backend_pool = "app"
     metrics = requests.get(gw.admin_url("/metrics"), timeout=5).text
     assert 'appgw_certificate_expiry_seconds{listener="files"}' in metrics
     assert 'appgw_certificate_expiry_seconds{listener="secure"}' not in metrics
-    page = requests.get(gw.admin_url("/"), timeout=5).text
-    assert "Certificates" in page and "no certificate yet" in page
+    status = requests.get(gw.admin_url("/status.json"), timeout=5).json()
+    shown = {e["listener"]: e["warning"] for e in status["certificates"]}
+    assert shown == {"secure": "no certificate yet", "files": None}
+
+    # The status page, as a browser draws it: the ACME row flagged, the file one not.
+    browser = Browser(chromium_or_skip(), tmp_path / "profile")
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=gw.admin_url("/"))
+        rows = wait_until(lambda: json.loads(browser.evaluate(READ_CERTIFICATES)), timeout=15, interval=0.2,
+                          message="the certificate table on the status page")
+    finally:
+        browser.close()
+    assert rows == {"secure": {"warning": "no certificate yet", "flagged": True},
+                    "files": {"warning": "", "flagged": False}}
+
+
+READ_CERTIFICATES = """JSON.stringify(Object.fromEntries([...document.querySelectorAll("tr[data-certificate]")]
+  .map(tr => [tr.dataset.certificate, {warning: tr.querySelector("[data-warning]").dataset.warning,
+              flagged: tr.querySelector("[data-warning]").classList.contains("err")}])))"""
 
 
 # --- workers --------------------------------------------------------------------------

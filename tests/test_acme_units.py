@@ -329,25 +329,35 @@ def test_an_unreachable_ca_is_a_connection_failure_with_the_reason(tmp_path):
 
 
 @pytest.mark.sansio
-def test_status_table_warns_within_14_days(tmp_path):
-    """File certificates too: 10 days left is marked, 30 days is not."""
-    from types import SimpleNamespace
+def test_certificate_warnings_within_14_days(tmp_path):
+    """File certificates too: 10 days left is flagged, 30 days is not; an
+    ACME listener with nothing stored says so."""
+    from appgw.cert_report import listener_certificate
 
-    from appgw.acme_manager import AcmeManager
-    from appgw.cert_report import certificates_html
-
-    listeners, rules = "", ""
-    for name, days in (("soon", 10), ("later", 30)):
-        key_pem, cert_pem = self_signed([f"{name}.test"], days=days)
-        (tmp_path / f"{name}.pem").write_bytes(cert_pem)
-        (tmp_path / f"{name}.key").write_bytes(key_pem)
-        listeners += (f'[[listeners]]\nname = "{name}"\nbind = "127.0.0.1:8443"\nprotocol = "https"\n'
-                      f'host_names = ["{name}.test"]\ncertificate = "{name}.pem"\nprivate_key = "{name}.key"\n')
-        rules += f'[[rules]]\nname = "{name}"\nlistener = "{name}"\nbackend_pool = "app"\n'
-    config = parse_config(listeners + '[[backend_pools]]\nname = "app"\nservers = ["10.0.0.4"]\n' + rules,
-                          "appgw.toml", base_dir=str(tmp_path))
-    rows = {row.split("</td>")[0].rsplit(">", 1)[-1]: row
-            for row in certificates_html(SimpleNamespace(config=config, acme=AcmeManager())).split("<tr")[2:]}
-    assert 'class="Unhealthy"' in rows["soon"] and "expires within 14 days" in rows["soon"]
-    assert "(in 10.0 days)" in rows["soon"] or "(in 9.9 days)" in rows["soon"]
-    assert 'class="Unhealthy"' not in rows["later"] and "within 14 days" not in rows["later"]
+    config = parse_config(acme_config(), "appgw.toml", base_dir=str(tmp_path))
+    entry = listener_certificate(config.listener_by_name["secure"], config.gateway)
+    assert (entry["source"], entry["problem"], entry["warning"]) == ("acme", "no certificate yet", "no certificate yet")
+    for days, warned in ((10, True), (30, False)):
+        key_pem, cert_pem = self_signed(["files.test"], days=days)
+        (tmp_path / "c.pem").write_bytes(cert_pem)
+        (tmp_path / "k.pem").write_bytes(key_pem)
+        files = parse_config(acme_config(secure='host_names = ["a.example"]') + """
+[[listeners]]
+name = "files"
+bind = "0.0.0.0:443"
+protocol = "https"
+host_names = ["files.test"]
+certificate = "c.pem"
+private_key = "k.pem"
+[[rules]]
+name = "files"
+listener = "files"
+backend_pool = "app"
+""", "appgw.toml", base_dir=str(tmp_path))
+        entry = listener_certificate(files.listener_by_name["files"], files.gateway)
+        assert entry["source"] == "file" and entry["signed_by"] == "CN=files.test"
+        if warned:
+            assert entry["warning"].startswith("expires within 14 days (9.9") or \
+                entry["warning"].startswith("expires within 14 days (10.0")
+        else:
+            assert entry["warning"] is None

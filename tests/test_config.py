@@ -211,9 +211,10 @@ def test_dataclasses_derive_their_parts():
         Listener(name="a", bind="127.0.0.1")
 
 
-def test_access_log_file_resolves_against_the_config_directory():
-    config = parse('[gateway]\naccess_log = "logs/access.log"\n' + BASE, base_dir="/etc/appgw")
-    assert config.gateway.access_log == "/etc/appgw/logs/access.log"
+def test_access_log_file_resolves_against_the_config_directory(tmp_path):
+    (tmp_path / "logs").mkdir()
+    config = parse('[gateway]\naccess_log = "logs/access.log"\n' + BASE, base_dir=str(tmp_path))
+    assert config.gateway.access_log == str(tmp_path / "logs" / "access.log")
     assert parse('[gateway]\naccess_log = "-"\n' + BASE).gateway.access_log == "-"
 
 

@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from appgw.config import DEFAULT_COMPRESS_TYPES, ConfigError, UrlRewrite, parse_config
+from appgw.summary import summarize
 
 LISTENER = """
 [[listeners]]
@@ -295,7 +296,7 @@ def test_error_page_problems(tmp_path):
     (tmp_path / "latin1.html").write_bytes(b"caf\xe9")
     (tmp_path / "dir.html").mkdir()
     text = ('[gateway]\nerror_pages = { "502" = "missing.html", "503" = "big.html", "504" = "max.html", '
-            '"418" = "max.html", "2xx" = "max.html", "500" = "dir.html", "501" = "latin1.html", '
+            '"418" = "max.html", "2xx" = "max.html", "0502" = "max.html", "500" = "dir.html", "501" = "latin1.html", '
             '"400" = "", "413" = 1 }\n' + LISTENER + 'error_pages = { "200" = "max.html", "404" = "gone.html" }\n'
             + POOL + RULE)
     statuses = "400, 403, 404, 405, 408, 413, 431, 500, 501, 502, 503, 504"
@@ -304,6 +305,7 @@ def test_error_page_problems(tmp_path):
         'gateway.error_pages.503: "big.html" is larger than 1 MiB',
         f'gateway.error_pages.418: must be a status the gateway answers with ({statuses}), got "418"',
         f'gateway.error_pages.2xx: must be a status the gateway answers with ({statuses}), got "2xx"',
+        f'gateway.error_pages.0502: must be a status the gateway answers with ({statuses}), got "0502"',
         'gateway.error_pages.500: cannot read "dir.html": Is a directory',
         'gateway.error_pages.501: "latin1.html" is not UTF-8 (byte 3); it is served as utf-8',
         'gateway.error_pages.400: must be a file path, got ""',
@@ -332,3 +334,23 @@ def test_compression_problems():
         "gateway.compress_types[3]: must be a string, got integer 3",
         "gateway.compress_min_size: must be at least 0, got -1",
         "rules[0].compress: must be true or false, got integer 1")
+
+
+# --- the --check summary ----------------------------------------------------------------
+
+def test_summary_shows_sets_compression_and_pages(tmp_path):
+    (tmp_path / "p.html").write_text("<h1>x</h1>")
+    config = parse('[gateway]\nadmin_bind = ""\nerror_pages = { "502" = "p.html", "404" = "p.html" }\n'
+                   + LISTENER + 'error_pages = { "504" = "p.html" }\n' + POOL + RULE
+                   + 'rewrite_set = "s"\ncompress = true\n'
+                   '  [[rules.paths]]\n  paths = ["/a/*"]\n  backend_pool = "app"\n  compress = false\n'
+                   '  [[rules.paths]]\n  paths = ["/b"]\n  backend_pool = "app"\n  rewrite_set = "t"\n'
+                   + SET + '\n[[rewrite_sets]]\nname = "t"\n', base_dir=str(tmp_path))
+    lines = summarize(config).splitlines()
+    assert lines[1].endswith(", drain 30s, error pages 404, 502")
+    assert lines[2:6] == [
+        'listener "http"  http://0.0.0.0:80  any host  error pages 504',
+        '  rule "main": pool "app" with default settings; rewrite set "s", compressed',
+        '    /a/*: pool "app" with default settings; rewrite set "s"',
+        '    /b: pool "app" with default settings; rewrite set "t", compressed',
+    ]

@@ -52,6 +52,7 @@ PAGES = {
     "gw-400.html": "<h1>gateway 400 page</h1>",
     "gw-404.html": "<h1>gateway 404 page</h1>",
     "gw-504.html": "<h1>gateway 504 page</h1>",
+    "own-400.html": "<h1>listener 400 page</h1>",
     "own-502.html": "<h1>listener 502 page \u2014 own</h1>",
     "own-504.html": "<h1>listener 504 page</h1>",
 }
@@ -73,7 +74,7 @@ bind = "127.0.0.1:{web}"
 [[listeners]]
 name = "own"
 bind = "127.0.0.1:{own}"
-error_pages = { "502" = "pages/own-502.html", "504" = "pages/own-504.html" }
+error_pages = { "400" = "pages/own-400.html", "502" = "pages/own-502.html", "504" = "pages/own-504.html" }
 
 [[listeners]]
 name = "tls"
@@ -462,6 +463,13 @@ def test_gateway_page_for_a_malformed_request(live):
     assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"\r\nContent-Type: text/html; charset=utf-8" in head
     assert body == PAGES["gw-400.html"].encode()
+
+
+def test_a_bind_s_only_listener_gives_its_page_before_the_host_is_known(live):
+    answer = raw_request(live.ports["own"], b"GET / HTTP/1.1\r\n\r\n")  # no Host
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert body == PAGES["own-400.html"].encode()
 
 
 def test_gateway_page_when_no_listener_takes_the_host(live):
