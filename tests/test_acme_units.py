@@ -361,3 +361,46 @@ backend_pool = "app"
                 entry["warning"].startswith("expires within 14 days (10.0")
         else:
             assert entry["warning"] is None
+
+
+@pytest.mark.sansio
+def test_exchange_answers_a_pending_http01_token_before_routing(tmp_path):
+    """On an http bind of the CA's port, a GET of a pending token is the
+    gateway's own 200 with the key authorization, whatever the rule says;
+    any other token, method or bind is routed as usual."""
+    from types import SimpleNamespace
+
+    from appgw.accesslog import AccessLog
+    from appgw.acme_manager import AcmeManager
+    from appgw.balancer import Backend
+    from appgw.exchange import Exchange
+    from appgw.router import Redirector
+    from appgw.snapshot import build_snapshot
+    from appgw.stats import Stats
+
+    config = parse_config(acme_config(gateway=f'acme_directory = "https://acme.example/dir"\n'
+                                              f'acme_storage = "{tmp_path}"\nadmin_bind = ""\naccess_log = ""')
+                          .replace('listener = "web"\nbackend_pool = "app"',
+                                   'listener = "web"\nredirect = { listener = "secure" }'), "appgw.toml")
+    acme = AcmeManager()
+    acme.store = CertStore(str(tmp_path))      # what update() sets, without its greenlets
+    acme.http01_binds = frozenset({("0.0.0.0", 80)})
+    acme.store.put_challenge(ch.HTTP01, TOKEN, b"TOKEN.thumbprint")
+    snapshot = build_snapshot(config, lambda spec: "/nonexistent")
+
+    def take(method, path, bind=("0.0.0.0", 80)):
+        down = SimpleNamespace(client_ip="192.0.2.7", client_port=1, site=snapshot.sites[bind],
+                               gateway=config.gateway, log=lambda entry: None,
+                               runtime=SimpleNamespace(stopping=False, stats=Stats(), acme=acme,
+                                                       access_log=AccessLog("", "combined")))
+        ex = Exchange(down, b"%s %s HTTP/1.1\r\nHost: a.example\r\n\r\n" % (method, path))
+        return ex, ex.take()
+
+    ex, target = take(b"GET", b"/.well-known/acme-challenge/" + TOKEN.encode())
+    assert type(target) is ch.ChallengeAnswer
+    answer = ex.challenge_answer()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nTOKEN.thumbprint")
+    assert b"Content-Length: 16\r\n" in answer and ex.keep and ex.entry.status == 200
+    assert type(take(b"GET", b"/.well-known/acme-challenge/" + b"y" * 43)[1]) is Redirector
+    assert type(take(b"POST", b"/.well-known/acme-challenge/" + TOKEN.encode())[1]) is Redirector
+    assert type(take(b"GET", b"/.well-known/acme-challenge/" + TOKEN.encode(), ("0.0.0.0", 443))[1]) is Backend
