@@ -29,6 +29,7 @@ from . import acme_challenges as challenges
 from .acme_client import AcmeClient, AcmeError
 from .acme_schedule import LOCK_POLL, next_action, retry_delay
 from .certstore import CertStore, iso, new_private_key, slot_name
+from .config import is_host
 from .listener import base_context
 from .tlshello import peek_client_hello
 
@@ -224,6 +225,14 @@ class Slot:
                     self.label(), server_name or "(no SNI)", why)
 
 
+def alpn_challenge_file(server_name):
+    """The challenge file of an SNI name; None for anything but a DNS name
+    (the name comes from the client: it must not reach outside the directory)."""
+    if not server_name or not is_host(server_name) or server_name.startswith("."):
+        return None
+    return server_name + ".pem"
+
+
 class AcmeManager:
     """Every slot of the running config, the challenge answers, and what
     /certificates reports about them."""
@@ -299,13 +308,13 @@ class AcmeManager:
         """For a handshake that offers only acme-tls/1 for a name with a
         pending challenge: the context serving its challenge certificate."""
         hello = peek_client_hello(sock, timeout)
-        if hello is None or not challenges.offers_only_acme_tls(hello.alpn) or not hello.server_name:
+        if hello is None or not challenges.offers_only_acme_tls(hello.alpn):
             return None
-        pem = self.store.read_challenge(challenges.TLS_ALPN01, hello.server_name + ".pem")
-        if pem is None:
-            log.warning("TLS-ALPN-01 handshake for %s, which has no pending challenge", hello.server_name)
+        key = alpn_challenge_file(hello.server_name)
+        if key is None or self.store.read_challenge(challenges.TLS_ALPN01, key) is None:
+            log.warning("TLS-ALPN-01 handshake for %r, which has no pending challenge", hello.server_name)
             return None
-        path = os.path.join(self.store.challenge_dir(challenges.TLS_ALPN01), hello.server_name + ".pem")
+        path = os.path.join(self.store.challenge_dir(challenges.TLS_ALPN01), key)
         context = base_context(alpn=(challenges.ACME_TLS_ALPN.decode(),))
         try:
             context.load_cert_chain(path)

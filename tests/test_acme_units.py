@@ -404,3 +404,12 @@ def test_exchange_answers_a_pending_http01_token_before_routing(tmp_path):
     assert type(take(b"GET", b"/.well-known/acme-challenge/" + b"y" * 43)[1]) is Redirector
     assert type(take(b"POST", b"/.well-known/acme-challenge/" + TOKEN.encode())[1]) is Redirector
     assert type(take(b"GET", b"/.well-known/acme-challenge/" + TOKEN.encode(), ("0.0.0.0", 443))[1]) is Backend
+
+
+@pytest.mark.sansio
+def test_an_sni_name_names_no_file_outside_the_challenges():
+    from appgw.acme_manager import alpn_challenge_file
+
+    assert alpn_challenge_file("alpn.test") == "alpn.test.pem"
+    for name in ("", "../account.key", "../../certificates/a.test-1/certificate", "a/b", ".hidden", "a..b"):
+        assert alpn_challenge_file(name) is None, name
