@@ -413,3 +413,57 @@ def test_an_sni_name_names_no_file_outside_the_challenges():
     assert alpn_challenge_file("alpn.test") == "alpn.test.pem"
     for name in ("", "../account.key", "../../certificates/a.test-1/certificate", "a/b", ".hidden", "a..b"):
         assert alpn_challenge_file(name) is None, name
+
+
+def test_a_rate_limit_answer_carries_its_retry_after(tmp_path, certs):
+    """A CA (a small real HTTPS server here) that answers newAccount with a
+    rateLimited problem and Retry-After: the error has the CA's type and
+    detail, its retry_after, and the next try waits that long."""
+    import http.server
+    import json
+    import threading
+
+    from appgw.acme_client import AcmeClient, AcmeError
+
+    class RateLimitedCA(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body=b"", headers=()):
+            self.send_response(status)
+            for name, value in (("Replay-Nonce", "bm9uY2U"), ("Content-Length", str(len(body))), *headers):
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            base = "https://127.0.0.1:%d" % self.server.server_port
+            self.answer(200, json.dumps({"newNonce": base + "/nonce", "newAccount": base + "/account",
+                                         "newOrder": base + "/order"}).encode(),
+                        [("Content-Type", "application/json")])
+
+        def do_HEAD(self):
+            self.answer(200)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            problem = {"type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many new accounts"}
+            self.answer(429, json.dumps(problem).encode(),
+                        [("Content-Type", "application/problem+json"), ("Retry-After", "3600")])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RateLimitedCA)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.cert, certs.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AcmeClient("https://127.0.0.1:%d/dir" % server.server_port, CertStore(str(tmp_path)).account_key(),
+                            trusted_root=certs.cert, timeout=5)
+        with pytest.raises(AcmeError) as info:
+            client.obtain(("a.test",), new_private_key(), {})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (info.value.kind, info.value.detail) == ("urn:ietf:params:acme:error:rateLimited", "too many new accounts")
+    assert info.value.retry_after == 3600
+    assert retry_delay(1, info.value.retry_after) == 3600
