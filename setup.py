@@ -25,6 +25,10 @@ setup(
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
+        # Automatic HTTPS (ACME): certbot's client library and its JOSE and X.509 layers.
+        "acme>=5",
+        "josepy>=2",
+        "cryptography>=42",
         "brotli>=1.1",
         'toml; python_version<"3.11"',
     ],

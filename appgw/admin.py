@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import cert_report
 from .health import HEALTHY, UNHEALTHY
 from .listener import bind_socket
 from .rates import RateHistory
@@ -36,6 +37,7 @@ class AdminServer:
         self.server = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(runtime))
+        self.registry.register(cert_report.ExpiryCollector(runtime))
         self.history = RateHistory()
         self.sampler = None
 
@@ -103,7 +105,12 @@ class AdminServer:
         runtime = self.runtime
         doc = status_document(runtime.snapshot, servers_by_pool(runtime.snapshot), runtime.stats,
                               self.history, time.time(), time.monotonic(), runtime.config.gateway.workers)
+        doc["certificates"] = cert_report.certificates(runtime)["certificates"]
         return "application/json", json.dumps(doc).encode()
+
+    def page_certificates(self):
+        body = json.dumps(cert_report.certificates(self.runtime), indent=2) + "\n"
+        return "application/json", body.encode()
 
 
 PAGES = {
@@ -112,6 +119,7 @@ PAGES = {
     "/metrics": AdminServer.page_metrics,
     "/": AdminServer.page_status,
     "/status.json": AdminServer.page_status_json,
+    "/certificates": AdminServer.page_certificates,
 }
 
 

@@ -166,6 +166,14 @@ class Gateway:
     max_body_size: int = 0
     max_connections: int = 10000
     drain_timeout: float = 30
+    # Automatic certificates (appgw/acme_manager.py). The two ports are those
+    # the CA's validation connections arrive on (80 and 443 unless forwarded).
+    acme_directory: str = ""
+    acme_email: str = ""
+    acme_storage: str = "acme"
+    acme_trusted_root: str = ""
+    acme_http_port: int = 80
+    acme_tls_port: int = 443
     error_pages: tuple[tuple[int, bytes], ...] = ()    # (status, page bytes), read at load
     compress_types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
     compress_min_size: int = 1024
@@ -189,6 +197,7 @@ class Listener:
     host_names: tuple[str, ...] = ()
     certificate: str = ""
     private_key: str = ""
+    acme: bool = False
     error_pages: tuple[tuple[int, bytes], ...] = ()    # beat the gateway's for the same status
     host: str = field(init=False, default="")
     port: int = field(init=False, default=0)

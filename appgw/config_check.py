@@ -21,6 +21,9 @@ Rules not obvious from SPEC section 3:
 - A redirect to the listener of its own rule is reported (a loop).
 - trusted_root with an http backend, and certificate/private_key on an
   http listener, are errors (they would be ignored).
+- acme = true: https only, host_names required (no wildcards, no IP
+  addresses), no certificate/private_key, gateway.acme_directory set, and a
+  challenge the CA can reach (see check_acme).
 - error_pages: keys are the statuses the gateway makes; each file is read
   here (relative to the config's directory, at most 1 MiB, UTF-8) and its
   bytes kept in the Config, so a page that went missing later cannot fail
@@ -36,6 +39,7 @@ Rules not obvious from SPEC section 3:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -425,6 +429,7 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.integer("max_body_size", 0)
     t.integer("max_connections", 1)
     t.seconds("drain_timeout", zero_ok=True)
+    read_gateway_acme(t, base_dir)
     read_error_pages(t, base_dir)
     t.string_list("compress_types", check_media_type, str.lower)
     t.integer("compress_min_size", 0)
@@ -443,7 +448,10 @@ def read_listener(t: Table, base_dir: str) -> Optional[Listener]:
     t.string("certificate", check_text)
     t.string("private_key", check_text)
     read_error_pages(t, base_dir)
-    if t.ok("protocol"):
+    acme = t.boolean("acme")
+    if t.ok("protocol") and acme:
+        check_listener_acme(t, t.values.get("protocol", "http"))
+    elif t.ok("protocol"):
         check_listener_tls(t, t.values.get("protocol", "http"), base_dir)
     return t.build(Listener)
 
@@ -467,6 +475,72 @@ def check_listener_tls(t: Table, protocol: str, base_dir: str) -> None:
         except (ssl.SSLError, OSError) as err:
             t.problems.add(t.path, "certificate and private_key do not match or are not "
                                    f"valid PEM: {ssl_message(err)}")
+
+
+def read_gateway_acme(t: Table, base_dir: str) -> None:
+    """The [gateway] acme_* keys; a given acme_storage is stored absolute."""
+    t.string("acme_directory", check_acme_directory)
+    t.string("acme_email", check_email)
+    if (storage := t.string("acme_storage", check_name)):
+        t.values["acme_storage"] = os.path.abspath(os.path.join(base_dir, storage))
+    if t.string("acme_trusted_root", check_text) and (path := check_file(t, "acme_trusted_root", base_dir)):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        except (ssl.SSLError, OSError) as err:
+            t.add("acme_trusted_root", f"not a valid PEM CA bundle: {ssl_message(err)}")
+    t.integer("acme_http_port", 1, 65535)
+    t.integer("acme_tls_port", 1, 65535)
+
+
+def check_acme_directory(value: str) -> Optional[str]:
+    parts = urlsplit(value)
+    if value and (has_controls(value) or " " in value or parts.scheme != "https" or not parts.netloc):
+        return f"must be an https:// URL (the ACME directory), got {quote(value)}"
+    return None
+
+
+def check_email(value: str) -> Optional[str]:
+    local, at, domain = value.partition("@")
+    if value and (not local or not at or not is_host(domain) or has_controls(value) or " " in value):
+        return f'must be an e-mail address like "admin@example.com", got {quote(value)}'
+    return None
+
+
+def check_listener_acme(t: Table, protocol: str) -> None:
+    """acme = true: an https listener whose names the CA can validate; no files."""
+    if protocol != "https":
+        t.add("acme", "only for https listeners")
+        return
+    for name in ("certificate", "private_key"):
+        if t.values.get(name):
+            t.add(name, "not used with acme = true (the certificate comes from the ACME CA)")
+    names = t.values.get("host_names", ())
+    if t.ok("host_names") and not names:
+        t.add("host_names", "required with acme = true: the names to obtain a certificate for")
+    for i, name in enumerate(names):
+        if name.startswith("*."):
+            t.add(f"host_names[{i}]", f"{quote(name)}: a wildcard needs the DNS-01 challenge, which "
+                                      "appgw does not answer; list each name with acme = true")
+        elif not re.search(r"[a-z]", name.rsplit(".", 1)[-1]):
+            t.add(f"host_names[{i}]", f"{quote(name)}: an IP address; acme = true takes DNS names")
+
+
+def check_acme(listeners: list[Table], gateway: Gateway, problems: Problems) -> None:
+    """An ACME listener needs the directory, and a challenge the CA can reach:
+    HTTP-01 through an http listener on acme_http_port, or TLS-ALPN-01 on the
+    listener itself when it is bound to acme_tls_port."""
+    built = [t.obj for t in listeners if t.obj is not None]
+    http_ports = {item.port for item in built if item.protocol == "http"}
+    for t in listeners:
+        listener = t.obj
+        if listener is None or not listener.acme or not t.ok("acme"):
+            continue
+        if not gateway.acme_directory and problems.ok("gateway.acme_directory"):
+            problems.add("gateway.acme_directory", f"required: listener {quote(listener.name)} has acme = true")
+        if gateway.acme_http_port not in http_ports and listener.port != gateway.acme_tls_port:
+            t.add("acme", f"no challenge can reach this listener: HTTP-01 needs an http listener on port "
+                          f"{gateway.acme_http_port} (gateway.acme_http_port), TLS-ALPN-01 this listener "
+                          f"on port {gateway.acme_tls_port} (gateway.acme_tls_port); it is on {listener.port}")
 
 
 def read_pool(t: Table, base_dir: str) -> Optional[BackendPool]:
@@ -939,6 +1013,11 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
         check_reference(t, "probe", names["probes"], "probe")
     check_rule_per_listener(sections["listeners"], sections["rules"], names)
     check_binds(sections["listeners"], gateway, gateway_table)
+    check_acme(sections["listeners"], gateway, problems)
+    if any(t.values.get("acme") for t in sections["listeners"]) and not os.path.isabs(gateway.acme_storage):
+        # The default storage, resolved like the other paths once it is used.
+        storage = os.path.abspath(os.path.join(base_dir, gateway.acme_storage))
+        gateway = dataclasses.replace(gateway, acme_storage=storage)
     if problems.lines:
         raise ConfigError(problems.lines)
     built = {section: tuple(t.obj for t in tables) for section, tables in sections.items()}

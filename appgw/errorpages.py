@@ -8,7 +8,7 @@ never learns the names of pools, servers or addresses.
 """
 
 REASONS = {
-    100: "Continue", 101: "Switching Protocols",
+    100: "Continue", 101: "Switching Protocols", 200: "OK",   # 200: the answer to an ACME HTTP-01 check
     301: "Moved Permanently", 302: "Found", 303: "See Other",
     307: "Temporary Redirect", 308: "Permanent Redirect",
     400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",

@@ -101,8 +101,9 @@ class Exchange:
 
     def take(self):
         """Parse (unless done) and route the request. Returns the target: a
-        Backend (the driver goes on with choose) or a Redirector (answer it
-        with redirect()). Raises ClientError for a request to refuse."""
+        Backend (the driver goes on with choose), a Redirector (answer it
+        with redirect()) or an ACME ChallengeAnswer (answer it with
+        challenge_answer()). Raises ClientError for a request to refuse."""
         down = self.down
         req = self.req
         if req is None:
@@ -111,6 +112,10 @@ class Exchange:
         runtime = down.runtime
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(self.entry, req)
+        challenge = runtime.acme.http01_answer(down.site.bind, req.method, req.path)  # before routing
+        if challenge is not None:
+            self.target = challenge
+            return challenge
         routes = self.routes = down.site.listener_for(req.host)
         if routes is None:
             raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
@@ -145,6 +150,12 @@ class Exchange:
         location = target.location(req.host, req.path, req.query)
         self.keep = req.keep_alive and req.framing == NONE and not self.down.runtime.stopping
         return self.gateway_answer(target.status, (b"Location: " + location,), self.keep)
+
+    def challenge_answer(self) -> bytes:
+        """The answer to an ACME HTTP-01 validation request."""
+        self.keep = self.req.keep_alive and self.req.framing == NONE and not self.down.runtime.stopping
+        return self.gateway_answer(200, (b"Content-Type: application/octet-stream", b"Cache-Control: no-store"),
+                                   self.keep, self.target.body)
 
     def choose(self, tried=()):
         """A server of the target's pool not in `tried`, or None."""

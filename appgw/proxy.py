@@ -21,6 +21,7 @@ from .balancer import RetryWindow
 from .errors import BackendError, ClientError
 from .exchange import ANSWERED, AWAITING, NEW, RELAYING, ROUTED, SENDING, Exchange
 from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
+from .acme_challenges import ChallengeAnswer
 from .router import Redirector
 
 RECV = sockio.RECV
@@ -176,6 +177,9 @@ class Connection:
                 target = ex.take()
                 if type(target) is Redirector:
                     self.send(ex.redirect(), ex.entry)
+                    return ex.finish()
+                if type(target) is ChallengeAnswer:
+                    self.send(ex.challenge_answer(), ex.entry)
                     return ex.finish()
                 ex.phase = ROUTED
             if ex.phase is ROUTED:

@@ -14,6 +14,7 @@ import gevent
 from gevent.event import Event
 
 from .accesslog import AccessLog, AccessLogError
+from .acme_manager import AcmeManager
 from .admin import AdminServer
 from .apps import AppHost
 from .listener import BindError, BindServer, bind_all
@@ -57,6 +58,7 @@ class Runtime:
         self.connections = OpenSet()   # every client Connection served by a greenlet
         self.sessions = OpenSet()      # every WebSocket relay (they outlive their Connection)
         self.probers = Probers()
+        self.acme = AcmeManager()    # certificates of listeners with acme = true
         self.admin = AdminServer(self) if admin else None
         self.reuse_port = reuse_port
         self._inherited = dict(sockets or {})
@@ -77,6 +79,7 @@ class Runtime:
                 sock.close()
             raise
         self.snapshot = build_snapshot(self.config, self.apps.path_for)
+        self.acme.update(self.config)
         self._open(sockets)
         self.probers.update(self.snapshot)
 
@@ -141,6 +144,7 @@ class Runtime:
         self.snapshot = build_snapshot(config, self.apps.path_for, previous=old)
         self.access_log, old_log = access_log, self.access_log
         old_log.close()
+        self.acme.update(config)
         for bind in list(self.servers):
             if bind not in binds:
                 self.servers.pop(bind).stop_accepting()
@@ -231,6 +235,7 @@ class Runtime:
             session.abort(why)
 
     def _finish(self):
+        self.acme.stop()
         if self.admin is not None:
             self.admin.stop()
         for server in self.servers.values():

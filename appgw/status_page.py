@@ -99,6 +99,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
   <section class="cards" id="listeners"></section>
   <h2>Backend pools</h2>
   <section id="pools"></section>
+  <h2>Certificates</h2>
+  <section class="pool" id="certificates"></section>
 </main>
 <script>
 "use strict";
@@ -255,6 +257,28 @@ function poolBlock(p, now) {
     p.servers.length ? table : null);
 }
 
+function certificateTable(list) {
+  // Every https listener's certificate; a row with a warning (expires within
+  // 14 days, expired, none yet) is marked red and says why.
+  if (!list || !list.length) return [el("div", {class: "where"}, "no https listener")];
+  const head = el("tr", {}, ...["listener", "names", "source", "signed by", "not after", "warning",
+    "last renewal"].map(h => el("th", {}, h)));
+  const rows = list.map(c => {
+    const last = c.last_renewal;
+    const renewal = last === null ? "\u2013" : (last.ok ? "ok" : "FAILED") + " " + last.time + ": " + last.result +
+      (c.next_attempt ? " (next try " + c.next_attempt + ")" : "");
+    return el("tr", {"data-certificate": c.listener},
+      el("td", {}, el("b", {}, c.listener)),
+      el("td", {}, c.names.length ? c.names.join(", ") : "any host"),
+      el("td", {}, c.source === "acme" ? "ACME" : "file " + c.file),
+      el("td", {class: "reason"}, c.signed_by || "\u2013"),
+      el("td", {class: "num"}, c.not_after || "\u2013"),
+      el("td", {class: c.warning ? "err" : "muted", "data-warning": c.warning || ""}, c.warning || "\u2013"),
+      el("td", {class: "reason" + (last && !last.ok ? " err" : "")}, renewal));
+  });
+  return [el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows))];
+}
+
 function render(doc) {
   document.getElementById("version").textContent = doc.version;
   document.getElementById("uptime").textContent = duration(doc.uptime);
@@ -274,6 +298,7 @@ function render(doc) {
     tile("sent", bytes(t.bytes_sent), "sent"));
   document.getElementById("listeners").replaceChildren(...doc.listeners.map(listenerCard));
   document.getElementById("pools").replaceChildren(...doc.backend_pools.map(p => poolBlock(p, doc.time)));
+  document.getElementById("certificates").replaceChildren(...certificateTable(doc.certificates));
 }
 
 let busy = false;

@@ -2,11 +2,13 @@
 
 Shape: listeners -> their rule -> (paths) -> target; then each pool with
 its servers and, per backend settings it is used with, those settings and
-their probe. Pure: takes a Config, returns text.
+their probe. Takes a Config, returns text; for listeners with acme = true it
+also reads what the ACME storage holds.
 """
 
 from __future__ import annotations
 
+from appgw.cert_report import check_lines
 from appgw.config import (
     DEFAULT_PROBE, BackendSettings, Config, Probe, Redirect, Server, format_hostport,
 )
@@ -38,6 +40,7 @@ def _listener_lines(config: Config) -> list[str]:
         hosts = ", ".join(listener.host_names) or "any host"
         lines.append(f'listener "{listener.name}"  {listener.protocol}://{listener.address}  {hosts}'
                      f'{_pages(listener.error_pages)}')
+        lines.extend(check_lines(config, listener))
         rule = config.rule_by_listener.get(listener.name)
         if rule is None:
             continue

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from appgw.accesslog import AccessLog
+from appgw.acme_manager import AcmeManager
 from appgw.balancer import Backend
 from appgw.config import parse_config
 from appgw.errors import BackendError, ClientError
@@ -60,7 +61,8 @@ class Down:
         snapshot = build_snapshot(CONFIG_PARSED, lambda spec: "/nonexistent")
         self.client_ip = "192.0.2.7"
         self.site = snapshot.sites[("127.0.0.1", 8080)]
-        self.runtime = SimpleNamespace(stopping=stopping, stats=Stats(), access_log=AccessLog("", "combined"))
+        self.runtime = SimpleNamespace(stopping=stopping, stats=Stats(), access_log=AccessLog("", "combined"),
+                                       acme=AcmeManager())
         self.gateway = snapshot.config.gateway
         self.logged = []
 
@@ -235,7 +237,7 @@ def test_a_failure_after_the_answer_began_says_nothing_more():
 def test_a_404_keeps_the_connection_only_when_nothing_of_the_request_is_left():
     down = Down()
     unknown = SimpleNamespace(**{**vars(down), "site": SimpleNamespace(
-        listeners=down.site.listeners, pages=down.site.pages, listener_for=lambda host: None)})
+        bind=down.site.bind, listeners=down.site.listeners, pages=down.site.pages, listener_for=lambda host: None)})
     unknown.log = lambda entry: None
     get = Exchange(unknown, head())
     with pytest.raises(ClientError) as caught:
