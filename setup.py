@@ -22,6 +22,7 @@ setup(
     install_requires=[
         "gevent>=24",
         "gevent-websocket>=0.10",
+        "h2>=4.1",
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
@@ -34,6 +35,7 @@ setup(
             "websockets>=15",
             "hypothesis>=6",
             "pyyaml>=6",
+            "httpx[http2]>=0.27",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},

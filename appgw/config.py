@@ -177,6 +177,8 @@ class Listener:
     host_names: tuple[str, ...] = ()
     certificate: str = ""
     private_key: str = ""
+    http2: bool = False              # https: "h2" by ALPN; http: h2 with prior knowledge
+    max_concurrent_streams: int = 100
     host: str = field(init=False, default="")
     port: int = field(init=False, default=0)
 
