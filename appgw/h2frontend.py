@@ -316,7 +316,10 @@ class Frontend:
         self.empty_frames = Budget(*self.EMPTY_FRAMES, now)
         self.out = bytearray()
         self.last_stream_id = None     # set by goaway(): later streams are refused
+        self.last_admitted = 0         # the highest stream handed to a driver
+        self.dispatched = 0            # ... by a receive() that returned
         self.closed = False
+        self._receiving = False
 
     def start(self):
         """Queue the server preface: SETTINGS, and room on the connection window."""
@@ -338,6 +341,7 @@ class Frontend:
         Raises Cut when the connection must end."""
         if self.closed:
             return []
+        self.dispatched = self.last_admitted
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.DenialOfServiceError as exc:
@@ -348,12 +352,21 @@ class Frontend:
             raise Cut(exc.error_code, str(exc) or type(exc).__name__) from None
         now = self.clock()
         kept = []
+        self._receiving = True
+        try:
+            self._account(events, kept, running, now)
+        finally:
+            self._receiving = False
+        return kept
+
+    def _account(self, events, kept, running, now):
         for event in events:
             kind = type(event)
             if kind is h2.events.RequestReceived:
                 if not self._admit(event.stream_id, running, now):
                     continue
                 running += 1
+                self.last_admitted = event.stream_id
             elif kind is h2.events.DataReceived:
                 if not event.data and event.stream_ended is None and not self.empty_frames.take(now):
                     self._cut("empty DATA frames flood")
@@ -374,7 +387,6 @@ class Frontend:
             elif kind in _IGNORED:
                 continue
             kept.append(event)
-        return kept
 
     def _admit(self, stream_id, running, now) -> bool:
         refuse = self.last_stream_id is not None and stream_id > self.last_stream_id
@@ -403,6 +415,11 @@ class Frontend:
             self._cut("malformed requests too often")
 
     def _cut(self, reason):
+        # The events of a receive() that cuts are never acted on: the GOAWAY
+        # names the last stream a driver was handed before, so the client
+        # knows which requests were not processed.
+        served = self.dispatched if self._receiving else self.last_admitted
+        self.last_stream_id = min(served, self.last_stream_id if self.last_stream_id is not None else served)
         self.close(ErrorCodes.ENHANCE_YOUR_CALM)
         raise Cut(ErrorCodes.ENHANCE_YOUR_CALM, reason)
 
