@@ -9,14 +9,17 @@ the CPU a request costs compared with a greenlet waking for each read. The
 request, and an answer that came whole and small, are sent at the end of the
 loop iteration with the other sends of the burst (appgw/coalesce.py).
 
-Everything else wakes the connection's greenlet with a continuation, and
-proxy.Connection carries on from exactly where the request stands: before
-anything was sent (`exchange`), after the request went out (`complete`),
-or in the middle of an answer the client did not take at once
-(`complete_body`). Callbacks run in the hub, so nothing here may block:
-sockets are used through their non-blocking kernel objects only.
+Every decision is the request's `Exchange`'s (exchange.py); this module
+only does the non-blocking I/O around it. Anything else wakes the
+connection's greenlet with the exchange itself, and proxy.Connection.drive
+carries on from the exchange's phase: before a server was connected to
+(NEW, ROUTED), with the request head partly sent (SENDING), with part of
+the answer head read (AWAITING), with an answer the greenlet relays
+(ANSWERED), or in the middle of an answer the client did not take at once
+(RELAYING); a timeout is handed over as the exchange's `error`. Callbacks
+run in the hub, so nothing here may block: sockets are used through their
+non-blocking kernel objects only.
 """
-import functools
 import logging
 
 from gevent import get_hub, getcurrent
@@ -24,7 +27,8 @@ from gevent import get_hub, getcurrent
 from . import coalesce, policy
 from .balancer import Backend
 from .errors import BackendError, ClientError
-from .http1 import HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE, FramingError
+from .exchange import AWAITING, RELAYING, ROUTED, Exchange
+from .http1 import HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE
 from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV
 
 log = logging.getLogger("appgw")
@@ -46,7 +50,7 @@ class FastPath:
     """One client connection's callbacks while its greenlet is parked."""
 
     __slots__ = ("conn", "raw", "client_event", "glet", "loop", "tick", "timer", "since", "reading",
-                 "client_closed", "p", "buf", "resp", "keep", "reusable", "remaining")
+                 "client_closed", "ex", "buf")
 
     def __init__(self, conn):
         self.conn = conn
@@ -59,20 +63,16 @@ class FastPath:
         self.since = 0.0            # when the present state began, in loop time
         self.reading = False        # client_event is started
         self.client_closed = False
-        self.p = None               # the proxy.Pending in flight
+        self.ex = None              # the Exchange bound to a backend connection, while in flight
         self.buf = b""              # the answer's head so far
-        self.resp = None            # the answer, once its head is parsed
-        self.keep = self.reusable = False
-        self.remaining = 0          # body bytes still to relay
 
     # -- the greenlet's side ---------------------------------------------------
 
     def park(self):
         """Serve requests from callbacks until one needs the greenlet.
 
-        Returns a continuation (a callable returning whether the connection
-        may carry another request), READ_ON (a head is incomplete: go on
-        with read_head), or None (the connection is over)."""
+        Returns an Exchange to drive on from its phase, READ_ON (a head is
+        incomplete: go on with read_head), or None (the connection is over)."""
         self.glet = getcurrent()
         self.wait_for_request()
         self.start_clock()
@@ -90,8 +90,8 @@ class FastPath:
         if self.timer is not None:
             self.timer.stop()
             self.timer = None
-        if self.p is not None:
-            self.p.upstream._read_event.stop()
+        if self.ex is not None:
+            self.ex.upstream._read_event.stop()
 
     def throw(self, error):
         """gevent's socket.close() wakes whoever waits on the socket by
@@ -100,9 +100,10 @@ class FastPath:
         self.abandon()
 
     def resume(self, step):
-        """Hand the connection back to its greenlet with `step`."""
+        """Hand the connection back to its greenlet: an Exchange to go on
+        with, READ_ON or None."""
         self.stop()
-        self.p = self.resp = None
+        self.ex = None
         self.glet.switch(step)
 
     # -- timeouts -----------------------------------------------------------------
@@ -118,20 +119,20 @@ class FastPath:
 
     def on_clock(self):
         now = self.loop.now()
-        p = self.p
-        if p is not None:
-            deadline = self.since + p.settings.request_timeout
+        ex = self.ex
+        if ex is not None:
+            deadline = self.since + ex.target.settings.request_timeout
         else:
             gw = self.conn.gateway
             deadline = self.since + (gw.client_idle_timeout if self.conn.served else gw.client_header_timeout)
         if now < deadline:
             self.timer = self.loop.timer(min(deadline - now, self.tick))
             self.timer.start(self.on_clock)
-        elif p is None:
+        elif ex is None:
             self.resume(None)       # idle too long: close, as read_head does
         else:
-            error = BackendError(504, "backend did not answer within %gs" % p.settings.request_timeout)
-            self.resume(functools.partial(self.conn.guarded, p.entry, self.conn.give_up, p, error))
+            ex.error = ex.timed_out()
+            self.resume(ex)
 
     # -- waiting for a request -------------------------------------------------
 
@@ -150,7 +151,7 @@ class FastPath:
         except OSError:
             data = b""
         conn = self.conn
-        if self.p is not None:
+        if self.ex is not None:
             # The client spoke while its request is in flight: keep it for
             # later, and stop reading at EOF or once a head's worth is held.
             if not data:
@@ -174,186 +175,170 @@ class FastPath:
         head, conn.buf = buf[:end + 4], buf[end + 4:]
         conn.waiting = False
         try:
-            self.begin(head)
+            self.begin(Exchange(conn, head))
         except Exception:
             self.crash()
 
     # -- the request -------------------------------------------------------------
 
-    def begin(self, head):
-        """Send the request on a pooled connection, or give it to the greenlet."""
+    def begin(self, ex):
+        """Send the request on a pooled connection, or give it to the greenlet.
+        Taken here: a body-less request, not an upgrade, routed to a pool."""
         conn = self.conn
-        req = endpoint = None
+        endpoint = None
         if not conn.runtime.stopping:
             try:
-                req = policy.parse_request(head, conn.gateway.max_body_size)
+                req = ex.req = policy.parse_request(ex.head, conn.gateway.max_body_size)
             except ClientError:
-                pass            # the greenlet answers it
+                req = None          # the greenlet answers it
             if req is not None and req.framing == NONE and not req.websocket:
-                routes = conn.site.listener_for(req.host)
-                backend = routes.route(req.path) if routes is not None else None
-                if type(backend) is Backend:
-                    affinity = conn.affinity(req, backend)
-                    endpoint = backend.choose((), affinity)
+                try:
+                    target = ex.take()
+                except ClientError:
+                    target = None   # the greenlet takes it again and answers
+                if type(target) is Backend:
+                    ex.phase = ROUTED
+                    endpoint = ex.choose()
         if endpoint is None:
-            return self.resume(functools.partial(conn.exchange, head, req))
-
-        conn.req = req
-        conn.response_started = False
-        entry = conn.new_entry(head, req, routes)
-        # Replayable requests skip the stale check, as on the greenlet path.
-        upstream = endpoint.checkout_idle(not req.idempotent) if endpoint.tls is None else None
+            return self.resume(ex)
+        upstream = endpoint.checkout_idle(ex.stale_check) if endpoint.tls is None else None
         if upstream is None:
             # A new connection (or TLS): the greenlet connects, to the server
             # chosen here, so that round robin moves on once per request.
-            return self.resume(functools.partial(conn.guarded, entry, conn.forward, req, routes, backend, entry,
-                                                 endpoint))
-        conn.chose(backend, endpoint, affinity, entry)
-        self.p = conn.pending(req, routes, backend, endpoint, upstream, entry)
+            ex.endpoint = endpoint
+            return self.resume(ex)
+        ex.bind(endpoint, upstream)
+        self.ex = ex
         self.since = self.loop.now()    # request_timeout runs from here
-        coalesce.later(self.send_request, self.p)
+        coalesce.later(self.send_request, ex)
 
-    def send_request(self, p):
-        if self.p is not p:
+    def send_request(self, ex):
+        if self.ex is not ex:
             return      # the connection ended first
+        head = ex.up_head
         try:
-            sent = p.upstream._sock.send(p.head)
+            sent = ex.upstream._sock.send(head)
         except OSError:
             sent = 0
         try:
-            if sent < len(p.head):
+            if sent < len(head):
                 # A full buffer or a dead pooled connection: the greenlet sends
                 # the rest, and replays the request if the connection is gone.
-                return self.resume(functools.partial(self.conn.guarded, p.entry, self.conn.complete, p, sent))
-            self.awaiting(p)
+                ex.sent = sent
+                return self.resume(ex)
+            ex.request_sent()
+            self.awaiting(ex)
         except Exception:
             self.crash()
 
-    def awaiting(self, p):
+    def awaiting(self, ex):
         """The request is out: wait for the answer, within request_timeout."""
         self.buf = b""
-        self.resp = None
-        p.upstream._read_event.start(self.on_backend)
-        if p.settings.request_timeout < self.tick:
-            self.tick = p.settings.request_timeout
+        ex.upstream._read_event.start(self.on_backend)
+        timeout = ex.target.settings.request_timeout
+        if timeout < self.tick:
+            self.tick = timeout
             self.timer.stop()
             self.start_clock()
 
     # -- the answer --------------------------------------------------------------
 
     def on_backend(self):
-        p = self.p
+        ex = self.ex
         try:
-            size = p.upstream._sock.recv_into(READ_BUFFER)
+            size = ex.upstream._sock.recv_into(READ_BUFFER)
         except BlockingIOError:
             return
         except OSError:
             size = 0
         try:
-            if self.resp is None:
-                self.answer_head(p, size)
+            if ex.phase is AWAITING:
+                self.answer_head(ex, size)
             else:
-                self.answer_body(p, READ_VIEW[:size])
+                self.answer_body(ex, READ_VIEW[:size])
         except Exception:
             self.crash()
 
-    def answer_head(self, p, size):
-        conn = self.conn
+    def answer_head(self, ex, size):
         if self.buf:
             buf = self.buf + READ_VIEW[:size]
             end = buf.find(HEAD_END)
         else:
             buf = READ_VIEW[:size]
             end = READ_BUFFER.find(HEAD_END, 0, size)
-        if end < 0:
-            if size and len(buf) <= MAX_RESPONSE_HEAD:
-                self.buf = bytes(buf)
-                return
-            resp = None     # closed (the greenlet replays or answers 502), or too large
-        else:
-            try:
-                resp = policy.parse_response(bytes(buf[:end + 4]), p.req.method)
-            except FramingError:
-                resp = None
-        if resp is None or resp.status < 200:
-            # Not an answer, or an interim one: the greenlet reads on from here.
-            return self.resume(functools.partial(conn.guarded, p.entry, conn.complete, p, len(p.head), bytes(buf)))
-        rest = memoryview(buf)[end + 4:]   # no copy: sent before the buffer is read into again
+        if end < 0 and size and len(buf) <= MAX_RESPONSE_HEAD:
+            self.buf = bytes(buf)
+            return
+        try:
+            answer = ex.take_answer_head(buf, end) if size else None
+        except BackendError:
+            answer = None
+        if answer is None or answer[0].status < 200:
+            # Closed (the greenlet replays or answers 502), too large, invalid
+            # or interim: the greenlet reads on from what came.
+            ex.buf = bytes(buf)
+            return self.resume(ex)
+        resp, rest = answer     # rest: no copy, sent before the buffer is read into again
+        try:
+            head = ex.respond(resp, rest)
+        except BackendError as error:
+            ex.error = error
+            return self.resume(ex)
         if resp.framing != LENGTH and resp.framing != NONE:
-            # Chunked or until close: the greenlet relays it, head already parsed.
-            return self.resume(functools.partial(conn.guarded, p.entry, conn.complete, p, len(p.head), b"",
-                                                 (resp, bytes(rest))))
-        req = p.req
-
-        runtime = conn.runtime
-        runtime.stats.backend_seconds[p.pool].observe(p.elapsed())
-        self.keep = req.keep_alive and not runtime.stopping
-        # Some servers send a body after a HEAD answer: never pool those.
-        self.reusable = resp.keep_alive and req.method != b"HEAD"
-        head = policy.client_head(resp, resp.framing, self.keep, req.minor,
-                                  (conn.set_cookie,) if conn.set_cookie else ())
-        p.entry.status = resp.status
-        remaining = resp.content_length if resp.framing == LENGTH else 0
-        if len(rest) > remaining:
-            self.reusable = False
-            rest = rest[:remaining]
-        self.resp = resp
-        self.remaining = remaining - len(rest)
-        conn.response_started = True
-        if self.remaining or len(rest) > HELD_BODY:
-            return self.to_client(p, head, rest)
+            # Chunked or until close: the greenlet relays it, head already made.
+            ex.rest = bytes(rest)
+            return self.resume(ex)
+        body = ex.body(rest)
+        ex.response_started = True
+        ex.phase = RELAYING
+        if ex.remaining or len(body) > HELD_BODY:
+            return self.to_client(ex, head, body)
         # A whole answer, and small: it goes out with the burst's other sends
         # (copied: the read buffer is read into again before then). Nothing
         # more is read from the backend meanwhile.
-        p.upstream._read_event.stop()
-        coalesce.later(self.send_answer, (p, head, bytes(rest)))
+        ex.upstream._read_event.stop()
+        coalesce.later(self.send_answer, (ex, head, bytes(body)))
 
     def send_answer(self, args):
-        p, head, body = args
-        if self.p is not p:
+        ex, head, body = args
+        if self.ex is not ex:
             return      # the connection ended first
         try:
-            self.to_client(p, head, body)
+            self.to_client(ex, head, body)
         except Exception:
             self.crash()
 
-    def answer_body(self, p, data):
+    def answer_body(self, ex, data):
         if not data:
             # The backend closed mid-body: the greenlet ends the connection.
-            return self.resume(functools.partial(
-                self.conn.guarded, p.entry, self.conn.complete_body, p, False, False, b"", self.remaining))
-        if len(data) > self.remaining:
-            data, self.reusable = data[:self.remaining], False
-        self.remaining -= len(data)
-        self.to_client(p, data, b"")
+            return self.resume(ex)
+        self.to_client(ex, ex.body(data), b"")
 
-    def to_client(self, p, first, second):
+    def to_client(self, ex, first, second):
         """Send without blocking; what the client does not take at once goes
         to the greenlet, with the rest of the body."""
         try:
             sent = self.raw.sendmsg((first, second)) if second else self.raw.send(first)
         except OSError:
             sent = 0
-        p.entry.sent += sent
+        ex.entry.sent += sent
         if sent < len(first) + len(second):
             # Copied out of the shared read buffer: the greenlet sends it later.
-            unsent = bytes(first[sent:]) + bytes(second) if sent < len(first) else bytes(second[sent - len(first):])
-            return self.resume(functools.partial(
-                self.conn.guarded, p.entry, self.conn.complete_body, p, self.keep, self.reusable,
-                unsent, self.remaining))
-        if self.remaining:
+            ex.unsent = bytes(first[sent:]) + bytes(second) if sent < len(first) \
+                else bytes(second[sent - len(first):])
+            return self.resume(ex)
+        if ex.remaining:
             self.since = self.loop.now()   # request_timeout between reads, as on the greenlet path
             return
-        self.finish(p)
+        self.finish(ex)
 
-    def finish(self, p):
+    def finish(self, ex):
         conn = self.conn
-        p.upstream._read_event.stop()
-        self.p = self.resp = None
-        conn.release(p, self.reusable)
-        conn.log(p.entry)
+        ex.upstream._read_event.stop()
+        self.ex = None
+        keep = ex.finish()
         conn.served += 1
-        if not self.keep or conn.runtime.stopping:
+        if not keep or conn.runtime.stopping:
             # Stopping: the stop's sweep of idle connections may have passed
             # this one while its answer was on the way (or held).
             return self.resume(None)
@@ -375,6 +360,6 @@ class FastPath:
         self.resume(None)
 
     def drop_request(self):
-        p, self.p = self.p, None
-        if p is not None:
-            self.conn.release(p, False)
+        ex, self.ex = self.ex, None
+        if ex is not None:
+            ex.release(False)

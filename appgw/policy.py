@@ -217,6 +217,18 @@ class Response:
     # For HEAD and 304 it describes the entity, not this message, and is kept.
 
 
+def gateway_response(status: int, reason: bytes, lines: list, length: int) -> Response:
+    """An answer the gateway makes itself, as the model a client head is made from."""
+    resp = Response()
+    resp.minor, resp.status, resp.reason, resp.headers = 1, status, reason, ()
+    resp.passed, resp.drop, resp.codings = lines, HOP_BY_HOP, []
+    resp.content_length = length
+    resp.framing = LENGTH if length else NONE
+    resp.keep_alive = True
+    resp.bodiless = status < 200 or status == 204 or status == 304
+    return resp
+
+
 # The response fields that decide framing and connection reuse.
 _RESPONSE_FIELDS = {b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION}
 
