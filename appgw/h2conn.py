@@ -43,7 +43,7 @@ class Stream:
     """One request stream, as its handler sees it (the HTTP/2 Downstream)."""
 
     __slots__ = ("session", "id", "headers", "end_stream", "inbox", "arrived", "ended", "gone", "window",
-                 "received", "sent", "greenlet", "answered", "closed")
+                 "received", "sent", "greenlet", "running", "answered", "closed")
 
     def __init__(self, session, stream_id, headers, end_stream):
         self.session = session
@@ -57,6 +57,7 @@ class Stream:
         self.window = Event()       # set when the send window may have opened
         self.received = self.sent = 0
         self.greenlet = None
+        self.running = False        # the handler has begun (a kill reaches it)
         self.answered = False       # a HEADERS (not 1xx) went out
         self.closed = False         # our side ended (END_STREAM or reset)
 
@@ -279,8 +280,10 @@ class Session:
         stream.greenlet = gevent.spawn(self._run, stream)
 
     def _run(self, stream):
+        stream.running = True
         try:
-            self.handler(self, stream)
+            if not stream.gone:   # reset before its handler even began: nothing to do
+                self.handler(self, stream)
         except StreamGone:
             pass
         except Exception:   # a bug in a handler must not take the connection down
@@ -305,7 +308,9 @@ class Session:
         stream.arrived.set()
         stream.window.set()
         glet = stream.greenlet
-        if glet is not None and glet is not gevent.getcurrent() and not glet.dead:
+        # A handler not yet begun sees `gone` first thing; killing it instead
+        # would skip its cleanup.
+        if stream.running and glet is not None and glet is not gevent.getcurrent() and not glet.dead:
             glet.kill(StreamGone, block=False)
 
     def _open_windows(self):

@@ -20,6 +20,9 @@ each at most SETTINGS_MAX_FRAME_SIZE), HPACK bomb protection (the decoder's
 max_header_list_size), window overflow (FLOW_CONTROL_ERROR), stream-id
 order, and content-length against the DATA received.
 """
+import base64
+import hashlib
+import os
 import re
 import time
 
@@ -74,9 +77,10 @@ class Malformed(ClientError):
 
 class H2Request(Request):
     """A Request made from a stream's header block; `protocol` names the
-    client's protocol for the log, `stream_id` the stream."""
+    client's protocol for the log, `stream_id` the stream, `ws_key` the
+    Sec-WebSocket-Key made for the backend of an extended CONNECT."""
 
-    __slots__ = ("protocol", "stream_id")
+    __slots__ = ("protocol", "stream_id", "ws_key")
 
 
 def request_from_h2(headers, end_stream: bool, max_header_size: int, max_body_size: int = 0,
@@ -136,7 +140,7 @@ def request_from_h2(headers, end_stream: bool, max_header_size: int, max_body_si
         raise Malformed("invalid :path")
 
     req = H2Request()
-    req.protocol, req.stream_id = b"HTTP/2.0", stream_id
+    req.protocol, req.stream_id, req.ws_key = b"HTTP/2.0", stream_id, None
     req.method = b"GET" if websocket else method
     req.minor = 1
     req.target = path
@@ -170,6 +174,13 @@ def request_from_h2(headers, end_stream: bool, max_header_size: int, max_body_si
     if cookies:
         # RFC 9113 8.2.3: crumbs are joined into one field for HTTP/1.1.
         passed.append(b"cookie: " + b"; ".join(cookies))
+    if websocket:
+        # RFC 8441 has no key: the backend's HTTP/1.1 handshake gets a fresh one.
+        req.ws_key = base64.b64encode(os.urandom(16))
+        passed = [line for line in passed if not line.startswith((b"sec-websocket-key:", b"sec-websocket-accept:"))]
+        passed.append(b"Sec-WebSocket-Key: " + req.ws_key)
+        if not any(line.startswith(b"sec-websocket-version:") for line in passed):
+            passed.append(b"Sec-WebSocket-Version: 13")
     req.passed = passed
     req.forwarded_for = forwarded_for
     req.headers = fields if not cookies or len(cookies) == 1 else \
@@ -450,3 +461,8 @@ class Frontend:
 
 _IGNORED = (h2.events.SettingsAcknowledged, h2.events.PingAckReceived, h2.events.AlternativeServiceAvailable,
             h2.events.UnknownFrameReceived)
+
+
+def websocket_accept(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept a backend must answer `key` with (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())

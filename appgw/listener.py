@@ -11,6 +11,8 @@ import ssl
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from . import h2conn, h2stream
+from .h2frontend import PREFACE
 from .proxy import Connection
 
 
@@ -65,7 +67,7 @@ def server_context(listener) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(listener.certificate, listener.private_key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if listener.http2 else ["http/1.1"])
     # A peer ending its direction with a bare FIN (no close_notify) is a
     # half-close to relay, not a fatal TLS error.
     ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
@@ -123,14 +125,26 @@ class BindServer:
         runtime.stats.connections_active[listener] += 1
         conn = None
         try:
+            timeout = runtime.config.gateway.client_header_timeout
+            http2, early = False, b""
             if self.tls is not None:
-                tls = self.handshake(sock, runtime.config.gateway.client_header_timeout)
+                tls = self.handshake(sock, timeout)
                 if tls is None:
                     return
                 sock = tls
+                http2 = tls.selected_alpn_protocol() == "h2"
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock, address[0] if isinstance(address, tuple) else "unix", site, runtime)
+                if site.listeners[0].listener.http2:
+                    http2, early = sniff_preface(sock, timeout)
+                    if http2 is None:
+                        return
+            client_ip = address[0] if isinstance(address, tuple) else "unix"
+            if http2:
+                conn = h2conn.Session(sock, client_ip, site, runtime, h2stream.serve_stream, early)
+            else:
+                conn = Connection(sock, client_ip, site, runtime)
+                conn.buf = early
             runtime.connections.add(conn)
             conn.serve()
         finally:
@@ -149,3 +163,29 @@ class BindServer:
             tls.close()
             return None
         return tls
+
+
+def sniff_preface(sock, timeout):
+    """(True, bytes read) when a plain connection starts with the HTTP/2
+    preface (h2c with prior knowledge), (False, bytes read) when it does not,
+    (None, b"") when the client sent nothing in time. The first bytes are
+    peeked, not read, so an HTTP/1 request is read by its own path; only a
+    preface that arrives in pieces is read, and handed on."""
+    sock.settimeout(timeout)
+    try:
+        seen = sock.recv(len(PREFACE), socket.MSG_PEEK)
+        if not seen:
+            return None, b""
+        if not PREFACE.startswith(seen[:len(PREFACE)]):
+            return False, b""
+        if len(seen) == len(PREFACE):
+            return True, b""
+        got = b""
+        while len(got) < len(PREFACE) and PREFACE.startswith(got):
+            data = sock.recv(len(PREFACE) - len(got))
+            if not data:
+                return None, b""
+            got += data
+        return PREFACE.startswith(got) and len(got) == len(PREFACE), got
+    except OSError:   # socket.timeout included
+        return None, b""

@@ -108,6 +108,7 @@ class Runtime:
         self._open(sockets)
         self.probers.update(self.snapshot)
         self._retire(old)
+        self._goaway()
         self.apps.retain({pool.app for pool in config.backend_pools if pool.app})
         if self.admin is not None and config.gateway.admin_bind != old.config.gateway.admin_bind:
             self.admin.stop()
@@ -152,6 +153,7 @@ class Runtime:
         for conn in list(self.connections):
             if conn.waiting:
                 conn.close()
+        self._goaway()
         deadline = time.monotonic() + drain
         while (self.connections or self.sessions) and time.monotonic() < deadline:
             gevent.sleep(0.05)
@@ -162,6 +164,14 @@ class Runtime:
             gevent.sleep(0.05)
         self._finish()
         log.info("stopped")
+
+    def _goaway(self):
+        """HTTP/2 connections are told (GOAWAY) to take new requests elsewhere:
+        on stop, and on reload, so that they reconnect to the new config."""
+        for conn in list(self.connections):
+            drain = getattr(conn, "drain", None)
+            if drain is not None:
+                drain()
 
     def halt(self):
         """Stop at once (SIGQUIT, second SIGTERM)."""

@@ -109,3 +109,33 @@ class H2Client:
             self.sock.close()
         except OSError:
             pass
+
+    def read_after_goaway(self, stream_id, timeout=10):
+        """h2 refuses every frame after a GOAWAY, though RFC 9113 lets the
+        streams it names finish: read them frame by frame instead. Returns
+        (status, body) of `stream_id` once it ends."""
+        from hyperframe.frame import DataFrame, Frame, HeadersFrame
+        buf, status, body = b"", None, bytearray(self.bodies.get(stream_id, b""))
+        if stream_id in self.responses:
+            status = self.status(stream_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            while len(buf) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                if len(buf) < 9 + length:
+                    break
+                frame.parse_body(memoryview(buf[9:9 + length]))
+                buf = buf[9 + length:]
+                if frame.stream_id != stream_id:
+                    continue
+                if isinstance(frame, HeadersFrame):
+                    status = dict(self.conn.decoder.decode(frame.data, raw=True))[b":status"]
+                elif isinstance(frame, DataFrame):
+                    body += frame.data
+                if "END_STREAM" in frame.flags:
+                    return status, bytes(body)
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError("closed before stream %d ended" % stream_id)
+            buf += data

@@ -1,6 +1,8 @@
 """The HTTP/2 connection layer without sockets: frames made by a client-side
 h2 connection (or by hyperframe, for what h2 refuses to make) are fed to
 the gateway's Frontend, and what comes back is read by that client."""
+import base64
+
 import h2.config
 import h2.connection
 import h2.events
@@ -166,6 +168,9 @@ def test_extended_connect_websocket_is_a_websocket_get():
     assert head.startswith(b"GET /chat?room=1 HTTP/1.1\r\n")
     assert b"Upgrade: websocket\r\nConnection: Upgrade\r\n" in head
     assert b"sec-websocket-protocol: chat\r\n" in head and b"origin: https://example.test\r\n" in head
+    assert b"Sec-WebSocket-Key: %s\r\n" % req.ws_key in head and len(base64.b64decode(req.ws_key)) == 16
+    assert b"sec-websocket-version: 13\r\n" in head
+    assert request(headers, end_stream=False).ws_key != req.ws_key
     with pytest.raises(Malformed, match="ends its stream"):
         request(headers, end_stream=True)
 
