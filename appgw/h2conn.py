@@ -51,10 +51,10 @@ class Stream:
         self.headers = headers
         self.end_stream = end_stream
         self.inbox = collections.deque()   # (data, flow-controlled length), not yet acknowledged
-        self.arrived = Event()
+        self.arrived = None         # an Event, made when the handler first waits for input
         self.ended = end_stream     # the client's side is over (END_STREAM)
         self.gone = False           # reset, or the connection ended
-        self.window = Event()       # set when the send window may have opened
+        self.window = None          # an Event, made when the handler first waits for window
         self.received = self.sent = 0
         self.greenlet = None
         self.running = False        # the handler has begun (a kill reaches it)
@@ -71,6 +71,8 @@ class Stream:
                 raise StreamGone()
             if self.ended:
                 return b""
+            if self.arrived is None:
+                self.arrived = Event()
             self.arrived.clear()
             if not self.arrived.wait(timeout):
                 raise socket.timeout("request body not received in time")
@@ -81,7 +83,15 @@ class Stream:
 
     def feed(self, data, flow):
         self.inbox.append((data, flow))
-        self.arrived.set()
+        self.wake_input()
+
+    def wake_input(self):
+        if self.arrived is not None:
+            self.arrived.set()
+
+    def wake_window(self):
+        if self.window is not None:
+            self.window.set()
 
     def discard_input(self):
         """Unread body bytes are acknowledged so the connection window stays
@@ -124,6 +134,8 @@ class Stream:
             except (h2.exceptions.ProtocolError, KeyError):
                 self._lost()
             if room <= 0 and view:
+                if self.window is None:
+                    self.window = Event()
                 self.window.clear()
                 session.blocked.add(self)
                 try:
@@ -169,7 +181,7 @@ class Session:
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "frontend", "streams", "handler",
                  "wake", "room", "unsent", "blocked", "writer", "waiting", "handed_over", "draining",
-                 "done", "early", "served", "protocol")
+                 "done", "early", "served", "protocol", "timer_pool")
 
     def __init__(self, sock, client_ip, site, runtime, handler, early=b""):
         self.sock = sock
@@ -194,6 +206,7 @@ class Session:
         self.early = early         # bytes read while telling h2c from HTTP/1
         self.served = 0
         self.protocol = b"HTTP/2.0"
+        self.timer_pool = {}       # seconds -> spare sockio.Timers for stream drivers
 
     # -- the reader (the connection's greenlet) -----------------------------------
 
@@ -252,7 +265,7 @@ class Session:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.ended = True
-                    stream.arrived.set()
+                    stream.wake_input()
             elif kind is h2.events.StreamReset:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -263,7 +276,7 @@ class Session:
                 else:
                     stream = streams.get(event.stream_id)
                     if stream is not None:
-                        stream.window.set()
+                        stream.wake_window()
             elif kind is h2.events.RemoteSettingsChanged:
                 self._open_windows()   # the initial window or the frame size may have grown
             elif kind is h2.events.ConnectionTerminated:
@@ -305,8 +318,8 @@ class Session:
         """The stream is over for the client: wake its handler wherever it
         waits (on the backend too), so its backend connection is let go now."""
         stream.gone = True
-        stream.arrived.set()
-        stream.window.set()
+        stream.wake_input()
+        stream.wake_window()
         glet = stream.greenlet
         # A handler not yet begun sees `gone` first thing; killing it instead
         # would skip its cleanup.
@@ -315,7 +328,7 @@ class Session:
 
     def _open_windows(self):
         for stream in list(self.blocked):
-            stream.window.set()
+            stream.wake_window()
 
     # -- flow control and the writer -------------------------------------------------
 

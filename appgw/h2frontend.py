@@ -306,7 +306,7 @@ class Frontend:
         self.max_header_size = max_header_size
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_inbound_headers=False, normalize_inbound_headers=False,
-                                           validate_outbound_headers=False)
+                                           validate_outbound_headers=False, normalize_outbound_headers=False)
         conn = self.conn = h2.connection.H2Connection(config)
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
