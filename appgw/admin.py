@@ -159,6 +159,15 @@ class Collector:
             connections.add_metric([_label(listener)], n)
         yield connections
 
+        by_protocol = CounterMetricFamily("appgw_requests_by_protocol", "Requests answered, by client protocol.",
+                                          labels=["protocol"])
+        total = sum(stats.requests.values())
+        by_protocol.add_metric(["HTTP/1"], total - stats.http2_requests)
+        by_protocol.add_metric(["HTTP/2"], stats.http2_requests)
+        yield by_protocol
+        yield GaugeMetricFamily("appgw_http2_connections_active", "Open client connections speaking HTTP/2.",
+                                value=stats.http2_connections)
+
         yield GaugeMetricFamily("appgw_websocket_sessions_active", "Open WebSocket sessions.",
                                 value=stats.websocket_active)
         yield CounterMetricFamily("appgw_websocket_sessions", "WebSocket sessions opened.",
@@ -247,6 +256,8 @@ def status_page(runtime):
         out.append('<tr><td colspan="4" class="muted">no requests yet</td></tr>')
     out.append('</table><table>')
     for name, value in (("open connections", sum(stats.connections_active.values())),
+                        ("of which HTTP/2", stats.http2_connections),
+                        ("requests over HTTP/2", stats.http2_requests),
                         ("WebSocket sessions open", stats.websocket_active),
                         ("WebSocket sessions total", stats.websocket_total),
                         ("bytes received", stats.bytes_received),

@@ -211,6 +211,14 @@ class Session:
     # -- the reader (the connection's greenlet) -----------------------------------
 
     def serve(self):
+        stats = self.runtime.stats
+        stats.http2_connections += 1
+        try:
+            self._serve()
+        finally:
+            stats.http2_connections -= 1
+
+    def _serve(self):
         frontend = self.frontend
         frontend.start()
         self.writer = gevent.spawn(self._write_loop)

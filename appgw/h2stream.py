@@ -37,9 +37,8 @@ def serve_stream(session, stream):
     gw = session.gateway
     try:
         ex.req = request_from_h2(stream.headers, stream.end_stream, gw.max_header_size, gw.max_body_size, stream.id)
-    except Malformed as error:
+    except Malformed:
         ex.entry.status = 400
-        ex.entry.method, ex.entry.version = b"-", b"HTTP/2.0"
         driver.log(ex.entry)
         try:
             session.frontend.refused(stream.id)
@@ -100,6 +99,7 @@ class StreamDriver(Connection):
 
     def log(self, entry):
         entry.version = b"HTTP/2.0"
+        self.runtime.stats.http2_requests += 1
         Connection.log(self, entry)
 
     # -- the client half ---------------------------------------------------------

@@ -33,6 +33,8 @@ class Stats:
         self.bytes_sent = 0                            # to clients
         self.backend_seconds = collections.defaultdict(Histogram)  # pool -> histogram
         self.probes = collections.Counter()            # (pool, "ok"|"fail") -> n
+        self.http2_requests = 0                        # of the requests above, those over HTTP/2
+        self.http2_connections = 0                     # open client connections speaking HTTP/2
 
     def request(self, listener, rule, status, received, sent):
         self.requests[(listener, rule, _CLASSES[status // 100])] += 1

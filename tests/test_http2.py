@@ -24,7 +24,7 @@ def gw(tmp_path_factory, wsgi_backend, certs):
     factory = GatewayFactory(tmp_path_factory.mktemp("h2-gw"))
     text = f"""
 [gateway]
-admin_bind = ""
+admin_bind = "127.0.0.1:{free_port()}"
 access_log = "-"
 client_header_timeout = 5
 client_idle_timeout = 5
@@ -134,6 +134,24 @@ def test_httpx_uploads_with_and_without_content_length(gw, certs):
         assert [v for k, v in got["headers"] if k.lower() == "cookie"] == ["a=1; b=2"]
         missing = client.get("https://localhost:%d/status?code=404" % tls_port(gw))
         assert missing.status_code == 404 and missing.text == "status 404\n"
+
+
+def test_metrics_count_requests_and_connections_by_protocol(gw):
+    import re
+    import requests
+
+    def metric(text, name):
+        found = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+        return float(found.group(1)) if found else None
+    before = metric(requests.get(gw.admin_url("/metrics"), timeout=5).text,
+                    'appgw_requests_by_protocol_total{protocol="HTTP/2"}') or 0
+    client = H2Client(h2c_port(gw))
+    sid = client.get(b"/bytes?n=5")
+    client.run_until(lambda: sid in client.ended)
+    text = requests.get(gw.admin_url("/metrics"), timeout=5).text
+    assert metric(text, 'appgw_requests_by_protocol_total{protocol="HTTP/2"}') == before + 1
+    assert metric(text, "appgw_http2_connections_active") >= 1
+    client.close()
 
 
 def test_nghttp_gets_the_answer(gw):

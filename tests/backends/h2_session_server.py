@@ -22,6 +22,7 @@ from gevent.server import StreamServer  # noqa: E402
 from appgw.config import parse_config  # noqa: E402
 from appgw.h2conn import Session  # noqa: E402
 from appgw.h2frontend import request_from_h2, response_headers  # noqa: E402
+from appgw.stats import Stats  # noqa: E402
 
 PATTERN = bytes(range(251))
 
@@ -86,7 +87,7 @@ backend_pool = "app"
 """, "h2.toml")
     listener = config.listeners[0]
     site = types.SimpleNamespace(listeners=[types.SimpleNamespace(listener=listener)])
-    runtime = types.SimpleNamespace(config=config)
+    runtime = types.SimpleNamespace(config=config, stats=Stats())
 
     def handle(sock, address):
         Session(sock, address[0], site, runtime, handler).serve()
