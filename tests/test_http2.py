@@ -325,3 +325,55 @@ backend_settings = "settings"
         client.close()
     finally:
         factory.stop_all()
+
+
+# -- 1 GiB each way over one stream, with flat memory ----------------------------------
+
+GIB = 1 << 30
+
+
+def h2c_gateway(gateway_factory, backend):
+    text = gateway_config([backend.address], request_timeout=60, idle_timeout=30).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1)
+    return gateway_factory(text, port=free_port())
+
+
+def test_1gib_download_over_one_stream_with_flat_memory(gateway_factory, wsgi_backend):
+    from test_hardening import RSS_SLACK_KB, RssSampler
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    gateway = h2c_gateway(gateway_factory, wsgi_backend)
+    url = "http://127.0.0.1:%d/bytes?n=%d" % (gateway.port(), GIB)
+    with RssSampler(gateway.proc.pid) as rss:
+        out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+                              "-w", "%{size_download} %{http_version}", url],
+                             capture_output=True, timeout=300, check=True).stdout
+    assert out == b"%d 2" % GIB
+    assert len(rss.samples) > 10
+    assert rss.growth < RSS_SLACK_KB, f"RSS grew {rss.growth} KiB during the download"
+
+
+def test_1gib_upload_over_one_stream_with_flat_memory(gateway_factory, backend_factory):
+    from test_hardening import RSS_SLACK_KB, RssSampler
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    sink = backend_factory("sink_backend.py")
+    gateway = h2c_gateway(gateway_factory, sink)
+    piece = os.urandom(1 << 20)
+    expected = hashlib.sha256()
+    for _ in range(GIB >> 20):
+        expected.update(piece)
+    with RssSampler(gateway.proc.pid) as rss:
+        # From a pipe: curl sends it without a content-length, so the backend gets it chunked.
+        curl_proc = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", "-T", "-", "-X", "POST",
+                                      "-H", "content-type: application/octet-stream",
+                                      "http://127.0.0.1:%d/sink" % gateway.port()],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for _ in range(GIB >> 20):
+            curl_proc.stdin.write(piece)
+        curl_proc.stdin.close()
+        out = curl_proc.stdout.read()
+        assert curl_proc.wait(timeout=300) == 0
+    assert json.loads(out) == {"length": GIB, "sha256": expected.hexdigest()}
+    assert len(rss.samples) > 10
+    assert rss.growth < RSS_SLACK_KB, f"RSS grew {rss.growth} KiB during the upload"
