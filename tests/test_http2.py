@@ -377,3 +377,28 @@ def test_1gib_upload_over_one_stream_with_flat_memory(gateway_factory, backend_f
     assert json.loads(out) == {"length": GIB, "sha256": expected.hexdigest()}
     assert len(rss.samples) > 10
     assert rss.growth < RSS_SLACK_KB, f"RSS grew {rss.growth} KiB during the upload"
+
+
+def test_a_reload_sends_goaway_so_clients_reconnect_to_the_new_config(gateway_factory, wsgi_backend):
+    gateway = h2c_gateway(gateway_factory, wsgi_backend)
+    client = H2Client(gateway.port())
+    sid = client.get(b"/bytes?n=5")
+    client.run_until(lambda: sid in client.ended)
+    gateway.reload(gateway.config_path.read_text())
+    client.run_until(lambda: client.terminated is not None, timeout=10)
+    assert (client.terminated.error_code, client.terminated.last_stream_id) == (ErrorCodes.NO_ERROR, sid)
+    client.run_until(lambda: client.closed, timeout=10)
+    # A new connection is served.
+    again = H2Client(gateway.port())
+    sid = again.get(b"/bytes?n=5")
+    again.run_until(lambda: sid in again.ended)
+    assert again.status(sid) == b"200"
+    again.close()
+
+
+def test_without_http2_the_preface_is_answered_400(gateway_factory, wsgi_backend):
+    import socket
+    gateway = gateway_factory(gateway_config([wsgi_backend.address]), port=free_port())
+    with socket.create_connection(("127.0.0.1", gateway.port()), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400 ")
