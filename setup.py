@@ -26,6 +26,11 @@ setup(
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
+        # Automatic HTTPS (ACME): certbot's client library and its JOSE and X.509 layers.
+        "acme>=5",
+        "josepy>=2",
+        "cryptography>=42",
+        "brotli>=1.1",
         'toml; python_version<"3.11"',
     ],
     extras_require={
@@ -34,8 +39,10 @@ setup(
             "websocket-client>=1.7",
             "websockets>=15",
             "hypothesis>=6",
+            "h11>=0.14",
             "pyyaml>=6",
             "httpx[http2]>=0.27",
+            "ruff>=0.6",
         ],
     },
     entry_points={"console_scripts": ["appgw = appgw.cli:main"]},

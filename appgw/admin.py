@@ -1,27 +1,32 @@
-"""The admin endpoint (SPEC 8): /healthz, /backend-health, /metrics and a status page.
+"""The admin endpoint (SPEC 8): /healthz, /backend-health, /metrics, the
+status page (/) and its data (/status.json).
 
 A small gevent WSGI server of its own, apart from the listeners. Every
 answer is computed at request time from the runtime's current snapshot and
-the plain counters of appgw.stats; nothing here is on the proxy's path.
+the plain counters of appgw.stats; nothing here is on the proxy's path. One
+greenlet samples the request counters every rates.STEP seconds for the
+page's rates and sparklines.
 """
-import html
 import ipaddress
 import json
 import logging
 import time
 
+import gevent
 from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import cert_report
 from .health import HEALTHY, UNHEALTHY
 from .listener import bind_socket
+from .rates import RateHistory
 from .stats import BUCKETS
+from .status_doc import listener_totals, status_document
+from .status_page import PAGE
 
 log = logging.getLogger("appgw.admin")
-
-REFRESH_SECONDS = 5
 
 
 class AdminServer:
@@ -32,6 +37,9 @@ class AdminServer:
         self.server = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(runtime))
+        self.registry.register(cert_report.ExpiryCollector(runtime))
+        self.history = RateHistory()
+        self.sampler = None
 
     def start(self):
         """Binds (raising listener.BindError when it cannot) and serves."""
@@ -44,12 +52,24 @@ class AdminServer:
         sock = bind_socket(gateway.admin_host, gateway.admin_port, backlog=64)
         self.server = WSGIServer(sock, self.app, log=None, error_log=log)
         self.server.start()
+        self.sampler = gevent.spawn(self._sample_forever)
         log.info("admin endpoint on http://%s/", gateway.admin_bind)
 
     def stop(self):
+        if self.sampler is not None:
+            self.sampler.kill(block=False)
+            self.sampler = None
         if self.server is not None:
             self.server.stop(timeout=1)
             self.server = None
+
+    def _sample_forever(self):
+        # Paced by the monotonic clock, so a slow sample does not drift the grid.
+        due = time.monotonic()
+        while True:
+            self.history.sample(time.monotonic(), listener_totals(self.runtime.stats))
+            due += self.history.step
+            gevent.sleep(max(0.0, due - time.monotonic()))
 
     # -- the WSGI app ----------------------------------------------------------
 
@@ -79,7 +99,18 @@ class AdminServer:
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     def page_status(self):
-        return "text/html; charset=utf-8", status_page(self.runtime).encode()
+        return "text/html; charset=utf-8", PAGE
+
+    def page_status_json(self):
+        runtime = self.runtime
+        doc = status_document(runtime.snapshot, servers_by_pool(runtime.snapshot), runtime.stats,
+                              self.history, time.time(), time.monotonic(), runtime.config.gateway.workers)
+        doc["certificates"] = cert_report.certificates(runtime)["certificates"]
+        return "application/json", json.dumps(doc).encode()
+
+    def page_certificates(self):
+        body = json.dumps(cert_report.certificates(self.runtime), indent=2) + "\n"
+        return "application/json", body.encode()
 
 
 PAGES = {
@@ -87,6 +118,8 @@ PAGES = {
     "/backend-health": AdminServer.page_backend_health,
     "/metrics": AdminServer.page_metrics,
     "/": AdminServer.page_status,
+    "/status.json": AdminServer.page_status_json,
+    "/certificates": AdminServer.page_certificates,
 }
 
 
@@ -106,9 +139,14 @@ def servers_by_pool(snapshot):
     config, in config order; a pool that no rule uses has no servers."""
     if snapshot is None:    # not built yet: the admin endpoint binds first
         return []
-    used = {}
-    for (pool_name, settings_name), backend in snapshot.backends.items():
-        used.setdefault(pool_name, []).extend((settings_name, e) for e in backend.endpoints)
+    used, seen = {}, set()
+    for backend in snapshot.backends.values():
+        # Entries with their own rules have Backends of their own over the
+        # same endpoints: each endpoint once.
+        for endpoint in backend.endpoints:
+            if id(endpoint) not in seen:
+                seen.add(id(endpoint))
+                used.setdefault(backend.pool.name, []).append((backend.settings.name, endpoint))
     return [(pool.name, used.get(pool.name, [])) for pool in snapshot.config.backend_pools]
 
 
@@ -121,8 +159,24 @@ def backend_health(snapshot):
             "backend_settings": settings_name,
             "health": endpoint.health.state,
             "last_probe": _probe_json(endpoint.health.last),
+            "state_change": _change_json(endpoint.health),
+            "last_passive_failure": _passive_json(endpoint.health.passive),
         } for settings_name, endpoint in servers]})
     return {"backend_pools": pools}
+
+
+def _change_json(health):
+    """Why the server is in its state: the result that last changed it,
+    a probe's or a connect's while proxying (`source`)."""
+    if health.changed is None:
+        return None
+    return {"time": iso_time(health.changed), "source": health.source, "reason": health.reason}
+
+
+def _passive_json(failure):
+    if failure is None:
+        return None
+    return {"time": iso_time(failure.time), "reason": failure.reason}
 
 
 def _probe_json(result):
@@ -205,63 +259,3 @@ class Collector:
 
 def _label(value):
     return "" if value is None else str(value)
-
-
-# -- the status page -------------------------------------------------------------
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
-table { border-collapse: collapse; margin-bottom: 1em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }
-th { background: #f2f2f2; }
-.Healthy { background: #c8f0c8; color: #0a5a0a; font-weight: bold; }
-.Unhealthy { background: #f8c8c8; color: #8a0000; font-weight: bold; }
-.Unknown { background: #eee; color: #555; font-weight: bold; }
-.muted { color: #777; }
-"""
-
-
-def status_page(runtime):
-    """A page a person reads at a glance: every pool as a table, a coloured
-    state per server, the counters; it refreshes itself."""
-    snapshot, stats = runtime.snapshot, runtime.stats
-    e = html.escape
-    out = ['<!DOCTYPE html>\n<html><head><meta charset="utf-8">',
-           '<meta http-equiv="refresh" content="%d">' % REFRESH_SECONDS,
-           '<title>appgw status</title><style>%s</style></head><body>' % _STYLE,
-           '<h1>appgw status</h1>',
-           '<p class="muted">%s &middot; refreshes every %d s &middot; '
-           '<a href="/backend-health">backend-health</a> &middot; <a href="/metrics">metrics</a></p>'
-           % (e(iso_time(time.time())), REFRESH_SECONDS)]
-    for pool_name, servers in servers_by_pool(snapshot):
-        out.append('<h2>Pool %s</h2>' % e(pool_name))
-        if not servers:
-            out.append('<p class="muted">not used by any rule</p>')
-            continue
-        out.append('<table><tr><th>server</th><th>backend settings</th><th>health</th>'
-                   '<th>last probe</th><th>result</th></tr>')
-        for settings_name, endpoint in servers:
-            state, last = endpoint.health.state, endpoint.health.last
-            when = iso_time(last.time) if last else "-"
-            result = last.reason if last else "no answer yet"
-            out.append('<tr><td>%s</td><td>%s</td><td class="%s">%s</td><td>%s</td><td>%s</td></tr>' % (
-                e(endpoint.label), e(settings_name or "(default)"), state, state, when, e(result)))
-        out.append('</table>')
-    out.append('<h2>Traffic</h2><table><tr><th>listener</th><th>rule</th><th>class</th><th>requests</th></tr>')
-    for (listener, rule, code_class), n in sorted(stats.requests.items()):
-        out.append('<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td></tr>' % (
-            e(str(listener)), e(str(rule or "")), e(code_class), n))
-    if not stats.requests:
-        out.append('<tr><td colspan="4" class="muted">no requests yet</td></tr>')
-    out.append('</table><table>')
-    for name, value in (("open connections", sum(stats.connections_active.values())),
-                        ("of which HTTP/2", stats.http2_connections),
-                        ("requests over HTTP/2", stats.http2_requests),
-                        ("WebSocket sessions open", stats.websocket_active),
-                        ("WebSocket sessions total", stats.websocket_total),
-                        ("bytes received", stats.bytes_received),
-                        ("bytes sent", stats.bytes_sent)):
-        out.append('<tr><th>%s</th><td>%d</td></tr>' % (name, value))
-    out.append('</table></body></html>\n')
-    return "\n".join(out)

@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import socket
+import sys
 import tempfile
 
 log = logging.getLogger("appgw.apps")
@@ -20,8 +21,14 @@ class AppImportError(Exception):
     pass
 
 
-def import_app(spec: str):
-    """Import "package.module:callable" and return the callable."""
+def import_app(spec: str, search=()):
+    """Import "package.module:callable" and return the callable; the
+    directories `search` go first on sys.path (in their order) if they are
+    not on it yet, as gunicorn's --pythonpath does. sys.path is the
+    process's, so they stay there: the app imports its own modules later."""
+    for path in reversed(search):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -43,17 +50,18 @@ class AppHost:
         os.chmod(self.dir, 0o700)
         self.servers = {}   # spec -> (WSGIServer, socket path)
 
-    def path_for(self, spec: str) -> str:
-        """Start serving `spec` if it is not served yet; return its socket path."""
+    def path_for(self, spec: str, search=()) -> str:
+        """Start serving `spec` (imported with `search` on sys.path) if it is
+        not served yet; return its socket path."""
         if spec not in self.servers:
-            self.servers[spec] = self._start(spec)
+            self.servers[spec] = self._start(spec, search)
         return self.servers[spec][1]
 
-    def _start(self, spec):
+    def _start(self, spec, search):
         from gevent.pywsgi import WSGIServer
         from geventwebsocket.handler import WebSocketHandler
 
-        app = import_app(spec)
+        app = import_app(spec, search)
         path = os.path.join(self.dir, "app-%d.sock" % len(self.servers))
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)

@@ -1,4 +1,5 @@
-"""The command line: `appgw -c FILE [--check] [--log-level LEVEL]`, `appgw --version`.
+"""The command line: `appgw -c FILE [--check] [--log-level LEVEL]`, `appgw --version`,
+`appgw import-azure TEMPLATE.json ...` (appgw/azure/command.py).
 
 gevent's monkey patching runs before anything else is imported, so that
 `requests` (used by the probers), `ssl` and `socket` all cooperate with the
@@ -11,7 +12,10 @@ import sys
 def parse_args(argv):
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="appgw", description="HTTP and WebSocket application gateway")
+    parser = argparse.ArgumentParser(prog="appgw", description="HTTP and WebSocket application gateway",
+                                     epilog="appgw import-azure TEMPLATE.json [-o FILE] turns an Azure "
+                                            "Application Gateway template into appgw.toml "
+                                            "(appgw import-azure --help)")
     parser.add_argument("-c", "--config", default="appgw.toml", help="the TOML file (default: appgw.toml)")
     parser.add_argument("--check", action="store_true", help="validate the file, print a summary and exit")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -32,10 +36,16 @@ def load(path):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import-azure"]:  # a converter: no gateway, no monkey patching
+        from .azure.command import main as import_azure
+
+        return import_azure(argv[1:])
+
     from gevent import monkey
 
     monkey.patch_all()
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
 
     import logging
 
@@ -50,6 +60,7 @@ def main(argv=None):
         print(summarize(config))
         return 0
 
+    from .accesslog import AccessLogError
     from .listener import BindError
 
     def reload_config(path):
@@ -63,6 +74,6 @@ def main(argv=None):
         from .runtime import Runtime
 
         return Runtime(config, reload_config).run()
-    except BindError as exc:
+    except (BindError, AccessLogError) as exc:
         print(exc, file=sys.stderr)
         return 1

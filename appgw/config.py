@@ -15,8 +15,11 @@ Decisions recorded here (the README repeats them):
   built-in defaults, `DEFAULT_SETTINGS` (http, port 80, ...).
 - `probe = ""` (or omitted) in backend settings means `DEFAULT_PROBE`.
 - Relative file paths (certificate, private_key, trusted_root, an
-  access_log file) are resolved against the config file's directory and
-  stored absolute.
+  access_log file, app_path entries) are resolved against the config
+  file's directory and stored absolute. Error pages are read at load: the
+  Config holds their bytes.
+- A path entry's `rewrite_set` ("" = the rule's) and `compress` (absent =
+  the rule's) replace the rule's: `Rule.rewrite_set_for`, `Rule.compress_for`.
 """
 
 from __future__ import annotations
@@ -144,6 +147,11 @@ def _derive(obj, **values):
 
 # --- the data ---------------------------------------------------------------
 
+DEFAULT_COMPRESS_TYPES = (
+    "text/html", "text/css", "text/plain", "text/javascript", "application/javascript",
+    "application/json", "application/xml", "image/svg+xml",
+)
+
 @dataclass(frozen=True)
 class Gateway:
     """[gateway]; admin_host/admin_port derive from admin_bind ("" and 0 when it is "")."""
@@ -158,6 +166,18 @@ class Gateway:
     max_body_size: int = 0
     max_connections: int = 10000
     drain_timeout: float = 30
+    # Automatic certificates (appgw/acme_manager.py). The two ports are those
+    # the CA's validation connections arrive on (80 and 443 unless forwarded).
+    acme_directory: str = ""
+    acme_email: str = ""
+    acme_storage: str = "acme"
+    acme_trusted_root: str = ""
+    acme_http_port: int = 80
+    acme_tls_port: int = 443
+    error_pages: tuple[tuple[int, bytes], ...] = ()    # (status, page bytes), read at load
+    compress_types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
+    compress_min_size: int = 1024
+    allow_underscores_in_headers: bool = False
     admin_host: str = field(init=False, default="")
     admin_port: int = field(init=False, default=0)
 
@@ -179,6 +199,8 @@ class Listener:
     private_key: str = ""
     http2: bool = False              # https: "h2" by ALPN; http: h2 with prior knowledge
     max_concurrent_streams: int = 100
+    acme: bool = False
+    error_pages: tuple[tuple[int, bytes], ...] = ()    # beat the gateway's for the same status
     host: str = field(init=False, default="")
     port: int = field(init=False, default=0)
 
@@ -214,12 +236,14 @@ class Server:
 class BackendPool:
     """[[backend_pools]]: remote servers and/or an in-process WSGI app ("pkg.mod:callable").
 
-    The app is not imported here; the runtime imports it at start.
+    `app_path`: the directories put on sys.path for the app's import,
+    absolute, the config file's own directory last (config_check adds it).
     """
 
     name: str
     servers: tuple[Server, ...] = ()
     app: str = ""
+    app_path: tuple[str, ...] = ()
     load_balancing: str = "round_robin"
 
 
@@ -240,6 +264,7 @@ class BackendSettings:
     drain_timeout: float = 0
     verify_tls: bool = True
     trusted_root: str = ""
+    retry_window: float = 0
 
     def __post_init__(self):
         if self.port is None:
@@ -290,6 +315,8 @@ class PathRule:
     backend_pool: str = ""
     backend_settings: str = ""
     redirect: Optional[Redirect] = None
+    rewrite_set: str = ""                 # "" = the rule's
+    compress: Optional[bool] = None       # None = the rule's
 
 
 @dataclass(frozen=True)
@@ -302,6 +329,54 @@ class Rule:
     backend_settings: str = ""
     redirect: Optional[Redirect] = None
     paths: tuple[PathRule, ...] = ()
+    rewrite_set: str = ""
+    compress: bool = False
+
+    def rewrite_set_for(self, entry: Optional[PathRule]) -> str:
+        """The set that applies to a request routed by `entry` (None: the rule itself)."""
+        return entry.rewrite_set if entry is not None and entry.rewrite_set else self.rewrite_set
+
+    def compress_for(self, entry: Optional[PathRule]) -> bool:
+        """An entry's own `compress`, when it has one, replaces the rule's."""
+        return self.compress if entry is None or entry.compress is None else entry.compress
+
+
+@dataclass(frozen=True)
+class RewriteCondition:
+    """One condition of a rewrite rule: `variable` matches `pattern` (or, negated, does not)."""
+
+    variable: str
+    pattern: str
+    ignore_case: bool = False
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class UrlRewrite:
+    """A rewrite rule's url action; None leaves that part as the client sent it."""
+
+    path: Optional[str] = None
+    query: Optional[str] = None
+    reroute: bool = False
+
+
+@dataclass(frozen=True)
+class RewriteRule:
+    """[[rewrite_sets.rules]]; header actions keep the order written, "" removes."""
+
+    name: str
+    conditions: tuple[RewriteCondition, ...] = ()
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    url: Optional[UrlRewrite] = None
+
+
+@dataclass(frozen=True)
+class RewriteSet:
+    """[[rewrite_sets]]: rules run in the order written."""
+
+    name: str
+    rules: tuple[RewriteRule, ...] = ()
 
 
 DEFAULT_SETTINGS = BackendSettings(name="")
@@ -329,11 +404,13 @@ class Config:
     backend_settings: tuple[BackendSettings, ...] = ()
     probes: tuple[Probe, ...] = ()
     rules: tuple[Rule, ...] = ()
+    rewrite_sets: tuple[RewriteSet, ...] = ()
     listener_by_name: Mapping[str, Listener] = field(init=False, repr=False, compare=False)
     pool_by_name: Mapping[str, BackendPool] = field(init=False, repr=False, compare=False)
     settings_by_name: Mapping[str, BackendSettings] = field(init=False, repr=False, compare=False)
     probe_by_name: Mapping[str, Probe] = field(init=False, repr=False, compare=False)
     rule_by_listener: Mapping[str, Rule] = field(init=False, repr=False, compare=False)
+    rewrite_set_by_name: Mapping[str, RewriteSet] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         _derive(
@@ -343,12 +420,13 @@ class Config:
             settings_by_name=_index(self.backend_settings),
             probe_by_name=_index(self.probes),
             rule_by_listener=MappingProxyType({r.listener: r for r in self.rules}),
+            rewrite_set_by_name=_index(self.rewrite_sets),
         )
 
     def __reduce__(self):
         # the mapping proxies cannot be pickled; rebuild them instead
         return (Config, (self.path, self.gateway, self.listeners, self.backend_pools,
-                         self.backend_settings, self.probes, self.rules))
+                         self.backend_settings, self.probes, self.rules, self.rewrite_sets))
 
     def settings(self, name: str) -> BackendSettings:
         """The named backend settings; DEFAULT_SETTINGS for ""."""

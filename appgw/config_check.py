@@ -9,8 +9,8 @@ name, a bad bind) are left out of the per-object checks, but their names
 still count for reference resolution.
 
 Rules not obvious from SPEC section 3:
-- Times are int or float > 0; websocket_idle_timeout and both
-  drain_timeouts may be 0. Sizes are ints >= 0, max_header_size >= 1024.
+- Times are int or float > 0; websocket_idle_timeout, both
+  drain_timeouts and retry_window may be 0. Sizes are ints >= 0, max_header_size >= 1024.
   workers 1-64, max_connections >= 1. Booleans must be TOML booleans.
 - A rule and each path entry have exactly one of backend_pool or redirect;
   backend_settings beside a redirect is an error (it would be ignored).
@@ -21,10 +21,25 @@ Rules not obvious from SPEC section 3:
 - A redirect to the listener of its own rule is reported (a loop).
 - trusted_root with an http backend, and certificate/private_key on an
   http listener, are errors (they would be ignored).
+- acme = true: https only, host_names required (no wildcards, no IP
+  addresses), no certificate/private_key, gateway.acme_directory set, and a
+  challenge the CA can reach (see check_acme).
+- error_pages: keys are the statuses the gateway makes; each file is read
+  here (relative to the config's directory, at most 1 MiB, UTF-8) and its
+  bytes kept in the Config, so a page that went missing later cannot fail
+  an answer.
+- Rewrite rules: a rule with request actions (request_headers, url) is
+  judged before the request goes on, so its conditions and those values may
+  not use http_resp_* variables. Header names are tokens, the same header
+  twice in one table (any case) is refused, and the framing and connection
+  headers (rewrite.FORBIDDEN_*) cannot be rewritten. url needs path or
+  query; reroute needs path; a path starts with "/" or a variable; a query
+  is written without its "?".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,14 +48,17 @@ import ssl
 from typing import Optional
 from urllib.parse import urlsplit
 
+from appgw import rewrite
 from appgw.config import (
     BackendPool, BackendSettings, Config, ConfigError, Gateway, Listener,
-    PathRule, Probe, Redirect, Rule, Server, is_host, parse_hostport,
-    parse_server,
+    PathRule, Probe, Redirect, RewriteCondition, RewriteRule, RewriteSet, Rule,
+    Server, UrlRewrite, is_host, parse_hostport, parse_server,
 )
+from appgw.errorpages import MAX_PAGE_SIZE, PAGE_STATUSES
 from appgw.grammar import TOKEN
 
-SECTIONS = ("gateway", "listeners", "backend_pools", "backend_settings", "probes", "rules")
+SECTIONS = ("gateway", "listeners", "backend_pools", "backend_settings", "probes", "rules",
+            "rewrite_sets")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _TOKEN_RE = re.compile(TOKEN)
 _APP_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
@@ -278,19 +296,32 @@ def check_server(value: str) -> Optional[str]:
     return None
 
 
-def check_app(value: str) -> Optional[str]:
-    """The spec's form, then the import itself: an app that cannot be
-    imported is a config problem like any other, reported with the rest."""
+def check_app_form(value: str) -> Optional[str]:
     if value and not _APP_RE.fullmatch(value):
         return f'must be "package.module:callable", got {quote(value)}'
-    if value:
-        from appgw.apps import AppImportError, import_app
-
-        try:
-            import_app(value)
-        except AppImportError as err:
-            return str(err)
     return None
+
+
+def check_app_import(t: Table, base_dir: str) -> None:
+    """Resolve app_path, then import the app with it: an app that cannot be
+    imported is a config problem like any other, reported with the rest
+    (so `--check` meets what a start would)."""
+    dirs = [os.path.abspath(os.path.join(base_dir, d)) for d in t.values.get("app_path", ())]
+    for i, path in enumerate(dirs):
+        if not os.path.isdir(path):
+            t.add(f"app_path[{i}]", f"{quote(t.values['app_path'][i])} is not a directory")
+    if os.path.abspath(base_dir) not in dirs:
+        dirs.append(os.path.abspath(base_dir))
+    t.values["app_path"] = tuple(dirs)
+    app = t.values.get("app")
+    if not app or not t.ok("app") or not t.ok("app_path"):
+        return
+    from appgw.apps import AppImportError, import_app
+
+    try:
+        import_app(app, dirs)
+    except AppImportError as err:
+        t.add("app", str(err))
 
 
 def check_cookie_name(value: str) -> Optional[str]:
@@ -361,6 +392,19 @@ def check_file(t: Table, name: str, base_dir: str) -> Optional[str]:
     return t.values[name]
 
 
+def check_writable(path: str) -> Optional[str]:
+    """Why a file could not be opened for appending, or None. Nothing is
+    created: --check must leave no trace."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return f"directory {quote(directory)} does not exist"
+    return None if os.access(directory, os.W_OK | os.X_OK) else f"permission denied in {quote(directory)}"
+
+
 def ssl_message(err: Exception) -> str:
     """An ssl error without its " (_ssl.c:1234)" tail."""
     return re.sub(r" \(_ssl\.c:\d+\)$", "", str(err))
@@ -375,7 +419,9 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.string("admin_bind", check_admin_bind)
     access_log = t.string("access_log", check_text)
     if access_log not in (None, "", "-"):
-        t.values["access_log"] = os.path.abspath(os.path.join(base_dir, access_log))
+        path = t.values["access_log"] = os.path.abspath(os.path.join(base_dir, access_log))
+        if (message := check_writable(path)):
+            t.add("access_log", f"cannot write {quote(access_log)}: {message}")
     t.choice("log_format", ("combined", "json"))
     t.seconds("client_header_timeout")
     t.seconds("client_idle_timeout")
@@ -383,6 +429,11 @@ def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     t.integer("max_body_size", 0)
     t.integer("max_connections", 1)
     t.seconds("drain_timeout", zero_ok=True)
+    read_gateway_acme(t, base_dir)
+    read_error_pages(t, base_dir)
+    t.string_list("compress_types", check_media_type, str.lower)
+    t.integer("compress_min_size", 0)
+    t.boolean("allow_underscores_in_headers")
     return t.build(Gateway) or Gateway()
 
 
@@ -398,7 +449,11 @@ def read_listener(t: Table, base_dir: str) -> Optional[Listener]:
     t.string("private_key", check_text)
     t.boolean("http2")
     t.integer("max_concurrent_streams", 1, 2 ** 31 - 1)
-    if t.ok("protocol"):
+    read_error_pages(t, base_dir)
+    acme = t.boolean("acme")
+    if t.ok("protocol") and acme:
+        check_listener_acme(t, t.values.get("protocol", "http"))
+    elif t.ok("protocol"):
         check_listener_tls(t, t.values.get("protocol", "http"), base_dir)
     return t.build(Listener)
 
@@ -424,7 +479,73 @@ def check_listener_tls(t: Table, protocol: str, base_dir: str) -> None:
                                    f"valid PEM: {ssl_message(err)}")
 
 
-def read_pool(t: Table) -> Optional[BackendPool]:
+def read_gateway_acme(t: Table, base_dir: str) -> None:
+    """The [gateway] acme_* keys; a given acme_storage is stored absolute."""
+    t.string("acme_directory", check_acme_directory)
+    t.string("acme_email", check_email)
+    if (storage := t.string("acme_storage", check_name)):
+        t.values["acme_storage"] = os.path.abspath(os.path.join(base_dir, storage))
+    if t.string("acme_trusted_root", check_text) and (path := check_file(t, "acme_trusted_root", base_dir)):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        except (ssl.SSLError, OSError) as err:
+            t.add("acme_trusted_root", f"not a valid PEM CA bundle: {ssl_message(err)}")
+    t.integer("acme_http_port", 1, 65535)
+    t.integer("acme_tls_port", 1, 65535)
+
+
+def check_acme_directory(value: str) -> Optional[str]:
+    parts = urlsplit(value)
+    if value and (has_controls(value) or " " in value or parts.scheme != "https" or not parts.netloc):
+        return f"must be an https:// URL (the ACME directory), got {quote(value)}"
+    return None
+
+
+def check_email(value: str) -> Optional[str]:
+    local, at, domain = value.partition("@")
+    if value and (not local or not at or not is_host(domain) or has_controls(value) or " " in value):
+        return f'must be an e-mail address like "admin@example.com", got {quote(value)}'
+    return None
+
+
+def check_listener_acme(t: Table, protocol: str) -> None:
+    """acme = true: an https listener whose names the CA can validate; no files."""
+    if protocol != "https":
+        t.add("acme", "only for https listeners")
+        return
+    for name in ("certificate", "private_key"):
+        if t.values.get(name):
+            t.add(name, "not used with acme = true (the certificate comes from the ACME CA)")
+    names = t.values.get("host_names", ())
+    if t.ok("host_names") and not names:
+        t.add("host_names", "required with acme = true: the names to obtain a certificate for")
+    for i, name in enumerate(names):
+        if name.startswith("*."):
+            t.add(f"host_names[{i}]", f"{quote(name)}: a wildcard needs the DNS-01 challenge, which "
+                                      "appgw does not answer; list each name with acme = true")
+        elif not re.search(r"[a-z]", name.rsplit(".", 1)[-1]):
+            t.add(f"host_names[{i}]", f"{quote(name)}: an IP address; acme = true takes DNS names")
+
+
+def check_acme(listeners: list[Table], gateway: Gateway, problems: Problems) -> None:
+    """An ACME listener needs the directory, and a challenge the CA can reach:
+    HTTP-01 through an http listener on acme_http_port, or TLS-ALPN-01 on the
+    listener itself when it is bound to acme_tls_port."""
+    built = [t.obj for t in listeners if t.obj is not None]
+    http_ports = {item.port for item in built if item.protocol == "http"}
+    for t in listeners:
+        listener = t.obj
+        if listener is None or not listener.acme or not t.ok("acme"):
+            continue
+        if not gateway.acme_directory and problems.ok("gateway.acme_directory"):
+            problems.add("gateway.acme_directory", f"required: listener {quote(listener.name)} has acme = true")
+        if gateway.acme_http_port not in http_ports and listener.port != gateway.acme_tls_port:
+            t.add("acme", f"no challenge can reach this listener: HTTP-01 needs an http listener on port "
+                          f"{gateway.acme_http_port} (gateway.acme_http_port), TLS-ALPN-01 this listener "
+                          f"on port {gateway.acme_tls_port} (gateway.acme_tls_port); it is on {listener.port}")
+
+
+def read_pool(t: Table, base_dir: str) -> Optional[BackendPool]:
     t.string("name", check_name, required=True)
     addresses = t.string_list("servers", check_server)
     if addresses is not None:
@@ -433,7 +554,9 @@ def read_pool(t: Table) -> Optional[BackendPool]:
             if server in servers[:i]:
                 t.add(f"servers[{i}]", f"duplicate server {quote(server.address)}")
         t.values["servers"] = tuple(servers)
-    t.string("app", check_app)
+    t.string("app", check_app_form)
+    t.string_list("app_path", check_text)
+    check_app_import(t, base_dir)
     t.choice("load_balancing", ("round_robin", "least_connections"))
     if t.ok("servers") and t.ok("app") and not t.values.get("servers") and not t.values.get("app"):
         t.problems.add(t.path, "needs servers or app")
@@ -454,6 +577,7 @@ def read_settings(t: Table, base_dir: str) -> Optional[BackendSettings]:
     t.seconds("drain_timeout", zero_ok=True)
     t.boolean("verify_tls")
     t.string("trusted_root", check_text)
+    t.seconds("retry_window", zero_ok=True)
     if t.values.get("host_name") and t.values.get("pick_host_name_from_backend"):
         t.problems.add(t.path, "host_name and pick_host_name_from_backend exclude each other")
     if t.values.get("trusted_root") and t.ok("protocol"):
@@ -519,9 +643,12 @@ def read_redirect(t: Table) -> Redirect:
 
 
 def read_target(t: Table) -> None:
-    """A rule's or path entry's target: exactly one of backend_pool or redirect."""
+    """A rule's or path entry's target: exactly one of backend_pool or redirect.
+    Also what shapes its answers: rewrite_set and compress."""
     t.string("backend_pool", check_text)
     t.string("backend_settings", check_text)
+    t.string("rewrite_set", check_text)
+    t.boolean("compress")
     redirect = t.table("redirect")
     if redirect is not None:
         t.values["redirect"] = read_redirect(redirect)
@@ -560,6 +687,181 @@ def read_rule(t: Table) -> Optional[Rule]:
     return t.build(Rule)
 
 
+# --- error pages, compression ---------------------------------------------------
+
+_PAGE_KEYS = {str(status): status for status in PAGE_STATUSES}
+_MEDIA_TYPE_RE = re.compile(rf"{TOKEN}/(?:{TOKEN}|\*)")
+
+
+def check_media_type(value: str) -> Optional[str]:
+    if not _MEDIA_TYPE_RE.fullmatch(value) or value.startswith("*"):
+        return f'must be a media type such as "text/html" or "text/*", without parameters, got {quote(value)}'
+    return None
+
+
+def read_error_pages(t: Table, base_dir: str) -> None:
+    """error_pages = { "502" = "file.html" }: each file read now, its bytes kept."""
+    pages = t.table("error_pages")
+    if pages is None:
+        return
+    found = []
+    for key, value in pages.raw.items():
+        pages.seen.add(key)
+        if key not in _PAGE_KEYS:
+            statuses = ", ".join(map(str, PAGE_STATUSES))
+            pages.add(key, f"must be a status the gateway answers with ({statuses}), got {quote(key)}")
+        elif not isinstance(value, str):
+            pages.add(key, f"must be a string (a file path), got {describe(value)}")
+        elif not value or has_controls(value):
+            pages.add(key, f"must be a file path, got {quote(value)}")
+        elif (page := read_page(pages, key, os.path.join(base_dir, value), value)) is not None:
+            found.append((_PAGE_KEYS[key], page))
+    if t.ok("error_pages"):
+        t.values["error_pages"] = tuple(sorted(found))
+
+
+def read_page(t: Table, key: str, path: str, shown: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as f:
+            page = f.read(MAX_PAGE_SIZE + 1)
+    except OSError as err:
+        t.add(key, f"cannot read {quote(shown)}: {err.strerror}")
+        return None
+    if len(page) > MAX_PAGE_SIZE:
+        t.add(key, f"{quote(shown)} is larger than 1 MiB")
+        return None
+    try:
+        page.decode("utf-8")
+    except UnicodeDecodeError as err:
+        t.add(key, f"{quote(shown)} is not UTF-8 (byte {err.start}); it is served as utf-8")
+        return None
+    return page
+
+
+# --- rewrite sets ---------------------------------------------------------------
+
+def read_rewrite_set(t: Table) -> Optional[RewriteSet]:
+    t.string("name", check_name, required=True)
+    names: set = set()
+    rules = [read_rewrite_rule(rt, names) for rt in t.tables("rules")]
+    if all(rules):
+        t.values["rules"] = tuple(rules)
+    return t.build(RewriteSet)
+
+
+def check_variable(value: str) -> Optional[str]:
+    if rewrite.variable_phase(value) is None:
+        return (f"unknown variable {quote(value)}: one of {', '.join(rewrite.VARIABLES)}, "
+                "http_req_<Header-Name> or http_resp_<Header-Name>")
+    return None
+
+
+def read_condition(t: Table) -> Optional[RewriteCondition]:
+    t.string("variable", check_variable, required=True)
+    pattern = t.string("pattern", required=True)
+    ignore_case = t.boolean("ignore_case")
+    t.boolean("negate")
+    if pattern is not None:
+        try:
+            re.compile(pattern.encode(), re.IGNORECASE if ignore_case else 0)
+        except re.error as err:
+            t.add("pattern", f"invalid regular expression: {err}")
+            t.values.pop("pattern")
+    return t.build(RewriteCondition)
+
+
+def read_rewrite_rule(t: Table, names: set) -> Optional[RewriteRule]:
+    """One rule of a set; `names` holds the set's rule names so far."""
+    name = t.string("name", check_name, required=True)
+    if name in names:
+        t.add("name", f"duplicate name {quote(name)} in this rewrite set")
+    names.add(name)
+    condition_tables = t.tables("conditions")
+    conditions = [read_condition(ct) for ct in condition_tables]
+    captures = rewrite.capture_map(conditions)
+    request_actions = t.has("request_headers") or t.has("url")
+    if request_actions:
+        for ct in condition_tables:
+            variable = ct.values.get("variable", "")
+            if rewrite.variable_phase(variable) == "response":
+                ct.add("variable", f"{variable} is only known once the answer arrives, and this rule "
+                                   "has request actions (request_headers, url): give those a rule of their own")
+    read_header_actions(t, "request_headers", rewrite.FORBIDDEN_REQUEST, captures, "request")
+    read_header_actions(t, "response_headers", rewrite.FORBIDDEN_RESPONSE, captures, "response")
+    url = t.table("url")
+    if url is not None:
+        t.values["url"] = read_url(url, captures)
+    if t.ok("conditions") and all(conditions):
+        t.values["conditions"] = tuple(conditions)
+    return t.build(RewriteRule)
+
+
+def read_template(t: Table, key: str, value: str, captures: dict, phase: str) -> bool:
+    """Report what is wrong with a value template; True when it is good."""
+    try:
+        parts = rewrite.parse_template(value, captures)
+    except rewrite.TemplateError as err:
+        t.add(key, str(err))
+        return False
+    if phase == "request" and rewrite.template_phase(parts) == "response":
+        t.add(key, "http_resp_* variables are only known for response_headers")
+        return False
+    return True
+
+
+def read_header_actions(t: Table, name: str, forbidden, captures: dict, phase: str) -> None:
+    """{ "Header-Name" = "value template" }; "" removes the header."""
+    headers = t.table(name)
+    if headers is None:
+        return
+    actions, seen = [], {}
+    for key, value in headers.raw.items():
+        headers.seen.add(key)
+        lowered = key.lower()
+        if not _TOKEN_RE.fullmatch(key):
+            headers.add(key, "must be a header name (letters, digits and !#$%&'*+-.^_`|~)")
+        elif lowered in forbidden:
+            headers.add(key, f"{key} cannot be rewritten: the gateway sets it itself")
+        elif lowered in seen:
+            headers.add(key, f"the same header as {quote(seen[lowered])}")
+        elif not isinstance(value, str):
+            headers.add(key, f"must be a string, got {describe(value)}")
+        elif has_controls(value):
+            headers.add(key, "must not contain control characters")
+        elif read_template(headers, key, value, captures, phase):
+            actions.append((key, value))
+        seen.setdefault(lowered, key)
+    if t.ok(name):
+        t.values[name] = tuple(actions)
+
+
+def read_url(t: Table, captures: dict) -> Optional[UrlRewrite]:
+    path = t.string("path")
+    query = t.string("query")
+    reroute = t.boolean("reroute")
+    if path is None and query is None and t.ok("path") and t.ok("query"):
+        t.problems.add(t.path, "needs path or query")
+    if reroute and path is None and t.ok("path"):
+        t.add("reroute", "needs path: only a rewritten path is routed again")
+    if path is not None:
+        check_url_template(t, "path", path, captures, "?#")
+    if query is not None:
+        check_url_template(t, "query", query, captures, "#")
+    return t.build(UrlRewrite)
+
+
+def check_url_template(t: Table, key: str, value: str, captures: dict, refused: str) -> None:
+    """A url part: visible ASCII, a path from "/" or a variable, a query without "?"."""
+    if key == "path" and not value.startswith(("/", "{")) or key == "query" and value.startswith("?"):
+        t.add(key, 'must start with "/" or a variable' if key == "path" else 'is written without its "?"')
+    elif any(not 0x21 <= ord(c) <= 0x7e or c in refused for c in value):
+        shown = " or ".join(f'"{c}"' for c in refused)
+        t.add(key, f"must be visible ASCII without spaces or {shown}, got {quote(value)}")
+    elif read_template(t, key, value, captures, "request"):
+        return
+    t.values.pop(key, None)
+
+
 # --- across sections ---------------------------------------------------------
 
 def read_section(tables: list[Table], read, complete: bool) -> Optional[set]:
@@ -591,6 +893,7 @@ def check_reference(t: Table, key: str, names: Optional[set], kind: str) -> None
 def check_target_references(t: Table, listener: Optional[str], names: dict) -> None:
     check_reference(t, "backend_pool", names["backend_pools"], "backend pool")
     check_reference(t, "backend_settings", names["backend_settings"], "backend settings")
+    check_reference(t, "rewrite_set", names["rewrite_sets"], "rewrite set")
     redirect = t.sub.get("redirect")
     if redirect is None:
         return
@@ -701,10 +1004,11 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
     gateway = read_gateway(gateway_table, base_dir)
     readers = {
         "listeners": lambda t: read_listener(t, base_dir),
-        "backend_pools": read_pool,
+        "backend_pools": lambda t: read_pool(t, base_dir),
         "backend_settings": lambda t: read_settings(t, base_dir),
         "probes": read_probe,
         "rules": read_rule,
+        "rewrite_sets": read_rewrite_set,
     }
     names = {}
     for section, read in readers.items():
@@ -717,6 +1021,11 @@ def build_config(raw: dict, filename: str, base_dir: str) -> Config:
         check_reference(t, "probe", names["probes"], "probe")
     check_rule_per_listener(sections["listeners"], sections["rules"], names)
     check_binds(sections["listeners"], gateway, gateway_table)
+    check_acme(sections["listeners"], gateway, problems)
+    if any(t.values.get("acme") for t in sections["listeners"]) and not os.path.isabs(gateway.acme_storage):
+        # The default storage, resolved like the other paths once it is used.
+        storage = os.path.abspath(os.path.join(base_dir, gateway.acme_storage))
+        gateway = dataclasses.replace(gateway, acme_storage=storage)
     if problems.lines:
         raise ConfigError(problems.lines)
     built = {section: tuple(t.obj for t in tables) for section, tables in sections.items()}

@@ -16,20 +16,31 @@ another, and `phase` says where to go on.
     RELAYING  the client head is out; `unsent` and `remaining` body bytes are left
     DONE      finished: the backend connection pooled or closed, the line logged
 
-Decisions made here and nowhere else: routing, the request rules, the
-server (balancer, affinity cookie), whether a connection needs its stale
-check, the upstream head, the answer head's limits and parse, interim
-answers, the client's head for every answer (proxied or the gateway's own),
-keep-alive, whether the backend connection may be pooled, the log line.
+Decisions made here and nowhere else: routing, the request rules (a
+rewrite set's request phase, and a re-route), the server (balancer,
+affinity cookie), whether a connection needs its stale check, the upstream
+head, the answer head's limits and parse, interim answers, the client's
+head for every answer (proxied or the gateway's own: the response rules,
+compression, error pages), keep-alive, whether the backend connection may
+be pooled, the log line. A target without rules pays one attribute test per
+phase for them.
 """
 import enum
+import logging
 import time
 
 from .accesslog import Entry
+from .compress import Encoder, client_coding, compressed_lines, vary_lines
+from .errorpages import reason as reason_phrase
 from .errors import BackendError, ClientError
 from .http1 import CHUNKED, HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE, UNTIL_CLOSE, FramingError
-from .policy import backend_head, client_head, cookie_value, gateway_response, parse_request, parse_response
+from .policy import (
+    HOP_BY_HOP, backend_head, client_head, cookie_value, gateway_response, parse_request, parse_response, passed_lines,
+)
+from .rewrite import RewriteView
 from .router import Redirector
+
+log = logging.getLogger("appgw")
 
 
 class Phase(enum.IntEnum):
@@ -44,11 +55,6 @@ class Phase(enum.IntEnum):
 
 NEW, ROUTED, SENDING, AWAITING, ANSWERED, RELAYING, DONE = Phase
 
-REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
-           502: "Bad Gateway", 504: "Gateway Timeout", 301: "Moved Permanently", 302: "Found",
-           303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect"}
-
 
 class Exchange:
     """One request and its answer. `down` is the client connection that
@@ -56,7 +62,8 @@ class Exchange:
 
     __slots__ = ("down", "phase", "head", "req", "entry", "routes", "target", "affinity", "endpoint",
                  "upstream", "set_cookie", "up_head", "sent", "buf", "resp", "rest", "framing", "keep",
-                 "reusable", "remaining", "unsent", "error", "started", "response_started")
+                 "reusable", "remaining", "unsent", "error", "started", "response_started", "view", "rewrite",
+                 "encoder")
 
     def __init__(self, down, head: bytes, req=None):
         self.down = down
@@ -78,29 +85,63 @@ class Exchange:
         self.error = None           # an error met by a driver that could not answer it (a timeout)
         self.started = 0.0
         self.response_started = False   # a byte of the answer reached the client
+        self.view = None            # the rewrite set's variables, when the target has a set
+        self.rewrite = None         # what the set does to this request (rewrite.RequestRewrite)
+        self.encoder = None         # compress.Encoder of a compressed answer
+
+    @classmethod
+    def refused(cls, down, error, received: int):
+        """A head refused before it became a request: drive() answers `error`."""
+        ex = cls(down, b"")
+        ex.entry.received = received
+        ex.error = error
+        return ex
 
     # -- the request ---------------------------------------------------------
 
     def take(self):
         """Parse (unless done) and route the request. Returns the target: a
-        Backend (the driver goes on with choose) or a Redirector (answer it
-        with redirect()). Raises ClientError for a request to refuse."""
+        Backend (the driver goes on with choose), a Redirector (answer it
+        with redirect()) or an ACME ChallengeAnswer (answer it with
+        challenge_answer()). Raises ClientError for a request to refuse."""
         down = self.down
         req = self.req
         if req is None:
-            req = self.req = parse_request(self.head, down.gateway.max_body_size)
+            gateway = down.gateway
+            req = self.req = parse_request(self.head, gateway.max_body_size, gateway.allow_underscores_in_headers)
         runtime = down.runtime
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(self.entry, req)
+        challenge = runtime.acme.http01_answer(down.site.bind, req.method, req.path)  # before routing
+        if challenge is not None:
+            self.target = challenge
+            return challenge
         routes = self.routes = down.site.listener_for(req.host)
         if routes is None:
             raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
         self.entry.listener, self.entry.rule = routes.listener.name, routes.rule.name
         target = self.target = routes.route(req.path)
-        if type(target) is not Redirector:
-            name = target.settings.affinity_cookie
-            if name:
-                self.affinity = cookie_value(req.headers, name.encode())
+        if type(target) is Redirector:
+            return target
+        if target.rewrite is not None:
+            target = self.request_rules(target)
+            if type(target) is Redirector:
+                return target
+        name = target.settings.affinity_cookie
+        if name:
+            self.affinity = cookie_value(req.headers, name.encode())
+        return target
+
+    def request_rules(self, target):
+        """Run the target's rewrite set on the request; a rewritten path with
+        reroute is routed again through the rule's paths, once: the new
+        target's own set does not run."""
+        down = self.down
+        self.view = RewriteView(self.req, down.client_ip, down.client_port, down.site.protocol == "https",
+                                self.routes.listener.port)
+        rewrite = self.rewrite = target.rewrite.request(self.view)
+        if rewrite is not None and rewrite.reroute and rewrite.path is not None:
+            target = self.target = self.routes.route(rewrite.path)
         return target
 
     def redirect(self) -> bytes:
@@ -108,17 +149,24 @@ class Exchange:
         req, target = self.req, self.target
         location = target.location(req.host, req.path, req.query)
         self.keep = req.keep_alive and req.framing == NONE and not self.down.runtime.stopping
-        return self.gateway_answer(target.status, b"", (b"Location: " + location,), self.keep)
+        return self.gateway_answer(target.status, (b"Location: " + location,), self.keep)
+
+    def challenge_answer(self) -> bytes:
+        """The answer to an ACME HTTP-01 validation request."""
+        self.keep = self.req.keep_alive and self.req.framing == NONE and not self.down.runtime.stopping
+        return self.gateway_answer(200, (b"Content-Type: application/octet-stream", b"Cache-Control: no-store"),
+                                   self.keep, self.target.body)
 
     def choose(self, tried=()):
         """A server of the target's pool not in `tried`, or None."""
         return self.target.choose(tried, self.affinity)
 
-    def no_server(self, tried) -> BackendError:
+    def no_server(self, tried, waited=False) -> BackendError:
         pool = self.target.pool.name
-        if tried:
-            return BackendError(502, "no server of pool %s could be reached" % pool)
-        return BackendError(502, "no healthy server in pool %s" % pool)
+        reason = "no server of pool %s could be reached" % pool if tried else "no healthy server in pool %s" % pool
+        if waited:
+            reason += " within the retry window of %gs" % self.target.settings.retry_window
+        return BackendError(502, reason)
 
     @property
     def stale_check(self) -> bool:
@@ -147,7 +195,7 @@ class Exchange:
             host = endpoint.address_host.encode()
         else:
             host = req.host
-        self.up_head = backend_head(req, host, routes.proto, routes.port, self.down.client_ip.encode())
+        self.up_head = backend_head(req, host, routes.proto, routes.port, self.down.client_ip.encode(), self.rewrite)
         endpoint.active += 1
         self.started = time.monotonic()
         self.sent = 0
@@ -159,6 +207,13 @@ class Exchange:
         (nginx's proxy_next_upstream error); a timeout is never repeated."""
         req = self.req
         return error.replayable and req.framing == NONE and req.idempotent
+
+    def unbind(self):
+        """Back to ROUTED: the server went away before any byte of the
+        request reached it, and another (or the same, back) will take it."""
+        self.endpoint.active -= 1
+        self.endpoint = self.upstream = None
+        self.phase = ROUTED
 
     def rebind(self, upstream):
         """A new connection to the same server, for the replay."""
@@ -221,6 +276,10 @@ class Exchange:
         self.entry.status = resp.status
         extra = (self.set_cookie,) if self.set_cookie else ()
         self.phase = ANSWERED
+        target = self.target
+        if target.rewrite is not None and target.rewrite.has_response:
+            resp.passed = target.rewrite.response(self.view, passed_lines(resp), resp.status, resp.headers)
+            resp.drop = HOP_BY_HOP
         if resp.status == 101:
             # HTTP ends here for this connection: the relay owns it next.
             self.keep = self.reusable = False
@@ -232,6 +291,8 @@ class Exchange:
             framing = CHUNKED if req.minor == 1 else UNTIL_CLOSE
             if framing == UNTIL_CLOSE and resp.codings:
                 raise BackendError(502, "transfer coding an HTTP/1.0 client cannot receive")
+        if target.compress is not None and req.minor == 1:
+            framing = self.compression(resp, framing)
         self.framing = framing
         self.keep = req.keep_alive and framing != UNTIL_CLOSE and not runtime.stopping
         # Some servers (gevent's pywsgi among them) send a body after a HEAD
@@ -242,6 +303,25 @@ class Exchange:
         self.remaining = resp.content_length if resp.framing == LENGTH else 0
         self.unsent = client_head(resp, framing, self.keep, req.minor, extra)
         return self.unsent
+
+    def compression(self, resp, framing):
+        """Compress the answer when its type, size and request allow and the
+        client accepts a coding; the client framing then is chunked. An
+        answer that might be compressed for another client says Vary."""
+        req = self.req
+        lines = passed_lines(resp)
+        if not self.target.compress.eligible(req.method, resp.status, lines, resp.content_length,
+                                             transfer_codings=resp.codings):
+            return framing
+        coding, ranged = client_coding(req.headers)
+        if coding is None or ranged:
+            resp.passed = vary_lines(lines)
+        else:
+            resp.passed = compressed_lines(lines, coding)
+            self.encoder = Encoder(coding)
+            framing = CHUNKED
+        resp.drop = HOP_BY_HOP
+        return framing
 
     def body(self, data):
         """A piece of a Content-Length (or body-less) answer as read: what of it belongs to
@@ -301,19 +381,30 @@ class Exchange:
             keep = False
             if self.response_started:
                 return b"", False
-        entry.status = error.status
-        return self.gateway_answer(error.status, error.reason.encode(), (), keep), keep
+        # The reason names pools, servers and addresses: the logs get it,
+        # the client the error page or a generic body.
+        entry.reason = error.reason
+        if error.status >= 500:
+            log.warning("%d to %s for %s: %s", error.status, self.down.client_ip, _what(req), error.reason)
+        else:
+            log.debug("%d to %s for %s: %s", error.status, self.down.client_ip, _what(req), error.reason)
+        routes = self.routes
+        content_type, body = (routes.pages if routes is not None else self.down.site.pages).body(error.status)
+        return self.gateway_answer(error.status, (b"Content-Type: " + content_type,), keep, body), keep
 
-    def gateway_answer(self, status: int, reason: bytes, lines, keep: bool) -> bytes:
-        """The head (and short body) of an answer the gateway makes itself."""
+    def gateway_answer(self, status: int, lines, keep: bool, body=b"") -> bytes:
+        """The head (and body) of an answer the gateway makes itself."""
         self.entry.status = status
-        phrase = REASONS.get(status, "").encode()
-        body = b"%d %s: %s\n" % (status, phrase, reason) if reason else b""
-        if body:
-            lines = (b"Content-Type: text/plain; charset=utf-8",) + tuple(lines)
-        resp = gateway_response(status, phrase, list(lines), len(body))
+        resp = gateway_response(status, reason_phrase(status), list(lines), len(body))
         minor = self.req.minor if self.req is not None else 1
         return client_head(resp, LENGTH if body else NONE, keep, minor) + body
+
+
+def _what(req) -> str:
+    """The request, for a log line."""
+    if req is None:
+        return "a request that could not be read"
+    return "%s %s" % (req.method.decode("latin-1"), req.target.decode("latin-1")[:200])
 
 
 _UPGRADE_LINES = (b"Upgrade: websocket", b"Connection: Upgrade")

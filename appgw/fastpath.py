@@ -171,6 +171,11 @@ class FastPath:
         buf = conn.buf
         end = buf.find(HEAD_END)
         if end < 0 or end + 4 > conn.gateway.max_header_size or buf[:1] in (b"\r", b"\n"):
+            # An unfinished head is judged as far as it came, as read_head does.
+            if end < 0 and len(buf) <= conn.gateway.max_header_size and buf[:1] not in (b"\r", b"\n"):
+                error = conn.judge_early(buf)
+                if error is not None:
+                    return self.resume(Exchange.refused(conn, error, len(buf)))
             return self.resume(READ_ON)
         head, conn.buf = buf[:end + 4], buf[end + 4:]
         conn.waiting = False
@@ -188,7 +193,8 @@ class FastPath:
         endpoint = None
         if not conn.runtime.stopping:
             try:
-                req = ex.req = policy.parse_request(ex.head, conn.gateway.max_body_size)
+                req = ex.req = policy.parse_request(ex.head, conn.gateway.max_body_size,
+                                                    conn.gateway.allow_underscores_in_headers)
             except ClientError:
                 req = None          # the greenlet answers it
             if req is not None and req.framing == NONE and not req.websocket:
@@ -284,11 +290,12 @@ class FastPath:
         except BackendError as error:
             ex.error = error
             return self.resume(ex)
-        if resp.framing != LENGTH and resp.framing != NONE:
-            # Chunked or until close: the greenlet relays it, head already made.
+        if (resp.framing != LENGTH and resp.framing != NONE) or ex.encoder is not None:
+            # Chunked, until close or compressed: the greenlet relays it, head already made.
             ex.rest = bytes(rest)
             return self.resume(ex)
         body = ex.body(rest)
+        ex.unsent = b""     # the head goes out from here, not from ex.unsent
         ex.response_started = True
         ex.phase = RELAYING
         if ex.remaining or len(body) > HELD_BODY:

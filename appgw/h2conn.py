@@ -181,11 +181,12 @@ class Session:
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "frontend", "streams", "handler",
                  "wake", "room", "unsent", "blocked", "writer", "waiting", "handed_over", "draining",
-                 "done", "early", "served", "protocol", "timer_pool")
+                 "done", "early", "served", "protocol", "timer_pool", "client_port")
 
-    def __init__(self, sock, client_ip, site, runtime, handler, early=b""):
+    def __init__(self, sock, client_ip, site, runtime, handler, early=b"", client_port=0):
         self.sock = sock
         self.client_ip = client_ip
+        self.client_port = client_port
         self.site = site
         self.runtime = runtime
         self.gateway = gateway = runtime.config.gateway

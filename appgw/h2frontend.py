@@ -84,12 +84,14 @@ class H2Request(Request):
 
 
 def request_from_h2(headers, end_stream: bool, max_header_size: int, max_body_size: int = 0,
-                    stream_id: int = 0) -> H2Request:
+                    stream_id: int = 0, allow_underscores: bool = False) -> H2Request:
     """The checked Request of one HTTP/2 header block (a list of (name,
     value) bytes pairs as h2 decoded them), filled as parse_request fills it
     from an HTTP/1.1 head, so an exchange serves both alike.
 
     `end_stream`: the HEADERS frame ended the stream (no body follows).
+    `allow_underscores`: pass fields whose names have "_" (else dropped, as
+    over HTTP/1: a WSGI backend cannot tell X_User from X-User).
     Raises Malformed for what RFC 9113 calls malformed, ClientError with its
     status for the gateway's own refusals (405, 413, 431, 501)."""
     pseudo, fields = {}, []
@@ -155,7 +157,8 @@ def request_from_h2(headers, end_stream: bool, max_header_size: int, max_body_si
     forwarded_for = None
     for name, value in fields:
         if name not in _NOT_PASSED:
-            passed.append(name + b": " + value)
+            if b"_" not in name or allow_underscores:
+                passed.append(name + b": " + value)
         elif name == b"cookie":
             cookies.append(value)
         elif name == b"host":

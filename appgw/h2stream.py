@@ -24,7 +24,7 @@ from .errors import BackendError, ClientError
 from .exchange import Exchange
 from .h2conn import StreamGone
 from .h2frontend import Cut, Malformed, request_from_h2, response_headers, websocket_accept
-from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
+from .http1 import HEAD_END, LAST_CHUNK, LENGTH, NONE, chunk
 from .policy import parse_response
 from .proxy import ClientGone, Connection
 
@@ -36,7 +36,8 @@ def serve_stream(session, stream):
     ex = Exchange(driver, b"")
     gw = session.gateway
     try:
-        ex.req = request_from_h2(stream.headers, stream.end_stream, gw.max_header_size, gw.max_body_size, stream.id)
+        ex.req = request_from_h2(stream.headers, stream.end_stream, gw.max_header_size, gw.max_body_size, stream.id,
+                                 gw.allow_underscores_in_headers)
     except Malformed:
         ex.entry.status = 400
         driver.log(ex.entry)
@@ -74,6 +75,8 @@ class StreamDriver(Connection):
         # no fast path; the fields the inherited methods read are set here.
         self.sock = None
         self.client_ip = session.client_ip
+        self.client_port = session.client_port
+        self.scan = None
         self.site = session.site
         self.runtime = session.runtime
         self.gateway = session.gateway
@@ -167,18 +170,21 @@ class StreamDriver(Connection):
             pending = b""
 
     def relay_answer(self, ex):
-        """The answer's HEADERS (the exchange's client head, read back) and
-        its body as DATA, flow control permitting."""
+        """The answer's HEADERS and its body as DATA, flow control
+        permitting; compressed when the exchange chose so."""
         resp, rest, stream, entry = ex.resp, ex.rest, self.stream, ex.entry
         ex.unsent = b""
-        # The fields the exchange made its client head from (its HTTP/1.1
-        # form is not read back: a second parse per request).
-        headers = response_headers(resp.status, resp.passed, resp.drop,
-                                   resp.content_length if resp.framing == LENGTH or (
-                                       resp.bodiless and resp.status != 204) else None,
+        encoder = ex.encoder
+        # The fields the exchange made its client head from, after its rules
+        # and compression edited them (its HTTP/1.1 form is not read back: a
+        # second parse per request).
+        length = None
+        if encoder is None and (resp.framing == LENGTH or (resp.bodiless and resp.status != 204)):
+            length = resp.content_length
+        headers = response_headers(resp.status, resp.passed, resp.drop, length,
                                    (ex.set_cookie,) if ex.set_cookie else ())
         timeout = self.gateway.client_idle_timeout
-        if resp.framing == NONE or resp.framing == LENGTH:
+        if encoder is None and (resp.framing == NONE or resp.framing == LENGTH):
             first = ex.body(rest)
             done = not ex.remaining
             self.call(stream.send_headers, headers, done and not first)
@@ -193,38 +199,13 @@ class StreamDriver(Connection):
             return
         self.call(stream.send_headers, headers)
         ex.response_started = True
-        if resp.framing == CHUNKED:
-            self.relay_chunked_h2(ex, bytes(rest), timeout)
-        else:
-            ex.unclean()
-            data = bytes(rest)
-            while data:
-                self.call(stream.send_data, data, False, timeout)
-                entry.sent += len(data)
-                try:
-                    data = sockio.recv(ex.upstream, sockio.RECV)
-                except OSError:
-                    raise ClientGone() from None
-            self.call(stream.end)
-
-    def relay_chunked_h2(self, ex, data, timeout):
-        decoder = ChunkedDecoder()
-        stream = self.stream
-        while True:
-            try:
-                pieces = decoder.feed(data)
-            except FramingError:
-                raise ClientGone() from None   # the stream is reset: the client sees a cut body
-            for piece in pieces:
-                if piece:
-                    self.call(stream.send_data, piece, False, timeout)
-                    ex.entry.sent += len(piece)
-            if decoder.done:
-                if decoder.rest:
-                    ex.unclean()
-                self.call(stream.end)
-                return
-            data = self.from_backend(ex.upstream)
+        for data in self.backend_body(ex, rest):
+            for out in (encoder.pieces(data) if encoder is not None else (data,)):
+                self.call(stream.send_data, out, False, timeout)
+                entry.sent += len(out)
+        tail = encoder.finish() if encoder is not None else b""
+        self.call(stream.send_data, tail, True, timeout)
+        entry.sent += len(tail)
 
     # -- WebSocket over HTTP/2 -------------------------------------------------------
 

@@ -63,29 +63,51 @@ def bind_all(config, keep=(), inherited=None, reuse_port=False):
     return sockets
 
 
-def server_context(listener) -> ssl.SSLContext:
+def base_context(alpn=("http/1.1",)) -> ssl.SSLContext:
+    """A server context without a certificate yet."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(listener.certificate, listener.private_key)
-    ctx.set_alpn_protocols(["h2", "http/1.1"] if listener.http2 else ["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     # A peer ending its direction with a bare FIN (no close_notify) is a
     # half-close to relay, not a fatal TLS error.
     ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
     return ctx
 
 
-class TLSContexts:
-    """The certificates of every listener on an https bind, chosen by SNI."""
+def alpn_for(listener):
+    """What a listener offers by ALPN: "h2" first when it speaks HTTP/2."""
+    return ("h2", "http/1.1") if listener.http2 else ("http/1.1",)
 
-    def __init__(self, site):
-        self.by_listener = {routes.listener.name: server_context(routes.listener) for routes in site.listeners}
+
+def server_context(listener) -> ssl.SSLContext:
+    ctx = base_context(alpn_for(listener))
+    ctx.load_cert_chain(listener.certificate, listener.private_key)
+    return ctx
+
+
+class TLSContexts:
+    """The certificates of every listener on an https bind, chosen by SNI.
+
+    Listeners with acme = true take theirs from the ACME manager at each
+    handshake, so a renewed certificate serves the next handshake; while one
+    has none, its names' handshakes fail rather than get another's."""
+
+    def __init__(self, site, acme):
+        self.by_listener = {routes.listener.name: server_context(routes.listener)
+                            for routes in site.listeners if not routes.listener.acme}
         self.site = site
-        self.default = self.by_listener[site.certificate_for("").listener.name]
+        self.acme = acme
+        # Listeners sharing a bind share http2: the default offers what they all do.
+        self.default = base_context(alpn_for(site.listeners[0].listener))
         self.default.sni_callback = self._pick
 
     def _pick(self, ssl_object, server_name, _ctx):
-        routes = self.site.certificate_for(server_name or "")
-        ssl_object.context = self.by_listener[routes.listener.name]
+        listener = self.site.certificate_for(server_name or "").listener
+        ctx = self.by_listener.get(listener.name) or self.acme.context_for(listener.name, server_name)
+        if ctx is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        ssl_object.context = ctx
+        return None
 
 
 class _Server(StreamServer):
@@ -106,7 +128,7 @@ class BindServer:
         self.server = _Server(sock, self.handle, spawn=Pool(runtime.config.gateway.max_connections))
 
     def set_site(self, site):
-        self.tls = TLSContexts(site) if site.protocol == "https" else None
+        self.tls = TLSContexts(site, self.runtime.acme) if site.protocol == "https" else None
 
     def start(self):
         self.server.start()
@@ -139,11 +161,11 @@ class BindServer:
                     http2, early = sniff_preface(sock, timeout)
                     if http2 is None:
                         return
-            client_ip = address[0] if isinstance(address, tuple) else "unix"
+            ip, port = (address[0], address[1]) if isinstance(address, tuple) else ("unix", 0)
             if http2:
-                conn = h2conn.Session(sock, client_ip, site, runtime, h2stream.serve_stream, early)
+                conn = h2conn.Session(sock, ip, site, runtime, h2stream.serve_stream, early, port)
             else:
-                conn = Connection(sock, client_ip, site, runtime)
+                conn = Connection(sock, ip, site, runtime, port)
                 conn.buf = early
             runtime.connections.add(conn)
             conn.serve()
@@ -155,11 +177,18 @@ class BindServer:
 
     def handshake(self, sock, timeout):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = self.tls.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        context = self.tls.default
+        acme = self.runtime.acme
+        if self.bind in acme.alpn_binds and acme.alpn_pending():
+            context = acme.challenge_context(sock, timeout) or context
+        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         tls.settimeout(timeout)
         try:
             tls.do_handshake()
         except (OSError, ValueError):
+            tls.close()
+            return None
+        if context is not self.tls.default:   # a TLS-ALPN-01 validation: nothing follows
             tls.close()
             return None
         return tls

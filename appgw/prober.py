@@ -27,6 +27,7 @@ import time
 
 import gevent
 import requests
+from gevent.event import Event
 import urllib3
 from gevent.monkey import get_original
 from requests.adapters import HTTPAdapter
@@ -44,6 +45,7 @@ log = logging.getLogger("appgw.prober")
 BODY_LIMIT = 64 * 1024      # match_body is looked for in this much of the body
 JITTER = 0.1                # each wait is interval x [1 - JITTER, 1 + JITTER]
 TICK_RANGE = (0.001, 0.1)   # the grid wake-ups are rounded to: interval x JITTER, within this
+HURRY_INTERVAL = 0.1        # the interval at most while requests wait for the server (retry_window)
 USER_AGENT = "appgw-probe"
 
 
@@ -315,7 +317,12 @@ class Prober:
     spans (three or more), so they spread over the grid. The ticks are at
     most 100 ms apart so that a
     tick's burst of probes, which proxied requests arriving then wait for,
-    stays small: the probes due in 100 ms."""
+    stays small: the probes due in 100 ms.
+
+    While requests wait for the server (a pool's retry_window), the
+    interval is HURRY_INTERVAL at most, so that a server coming back is
+    seen within that even with a long interval; a request that starts
+    waiting sets `hurry`, which shortens the sleep in progress."""
 
     def __init__(self, endpoint):
         self.endpoint = endpoint
@@ -324,6 +331,7 @@ class Prober:
         endpoint.health.label = "%s (pool %s)" % (endpoint.label, self.pool_name)
         self.adapter = _Adapter(self.target.pool, self.target.request)
         self.greenlet = None
+        self.hurry = endpoint.health.wakeup.hurry = Event()
 
     def start(self):
         self.greenlet = gevent.spawn(self._run)
@@ -343,8 +351,16 @@ class Prober:
             self.endpoint.health.record(result)
             counters[ok_key if result.ok else fail_key] += 1
             log.debug("probe %s: %s", self.endpoint.label, result.reason)
-            due = next_due(started, probe.interval, random.uniform(1 - JITTER, 1 + JITTER))
-            gevent.sleep(max(0.0, due - time.monotonic()))
+            self.sleep(started, probe.interval, random.uniform(1 - JITTER, 1 + JITTER))
+
+    def sleep(self, started, interval, draw):
+        """Until the next probe is due; sooner while requests wait."""
+        wakeup = self.endpoint.health.wakeup
+        while True:
+            hurried = min(interval, HURRY_INTERVAL) if wakeup.waiters else interval
+            self.hurry.clear()
+            if not self.hurry.wait(max(0.0, next_due(started, hurried, draw) - time.monotonic())):
+                return
 
 
 class Probers:

@@ -12,12 +12,16 @@ import functools
 import socket
 import time
 
+import gevent
 from gevent import GreenletExit
 
 from . import fastpath, relay, sockio
+from .early import HeadScanner
+from .balancer import RetryWindow
 from .errors import BackendError, ClientError
 from .exchange import ANSWERED, AWAITING, NEW, RELAYING, ROUTED, SENDING, Exchange
 from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
+from .acme_challenges import ChallengeAnswer
 from .router import Redirector
 
 RECV = sockio.RECV
@@ -30,12 +34,13 @@ class ClientGone(Exception):
 class Connection:
     """State of one client connection across its requests."""
 
-    __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "buf", "served", "waiting",
-                 "handed_over", "timers", "fast", "counted")
+    __slots__ = ("sock", "client_ip", "client_port", "site", "runtime", "gateway", "buf", "served", "waiting",
+                 "handed_over", "timers", "fast", "counted", "scan")
 
-    def __init__(self, sock, client_ip, site, runtime):
+    def __init__(self, sock, client_ip, site, runtime, client_port=0):
         self.sock = sock
         self.client_ip = client_ip
+        self.client_port = client_port
         self.site = site
         self.runtime = runtime
         self.gateway = runtime.config.gateway
@@ -47,6 +52,7 @@ class Connection:
         # The listener whose appgw_connections_active counts this connection
         # (the bind's first: Host has not chosen one when it is accepted).
         self.counted = site.listeners[0].listener.name
+        self.scan = None          # the early judge of a head that came in pieces
         self.fast = fastpath.FastPath(self) if fastpath.usable(sock) else None
         # Bounds every send to a client that stops reading (reads set their own).
         sock.settimeout(self.gateway.client_idle_timeout)
@@ -95,11 +101,17 @@ class Connection:
             end = buf.find(HEAD_END)
             if end >= 0:
                 if end + 4 > gw.max_header_size:
-                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
-                self.buf = buf[end + 4:]
+                    return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size),
+                                       len(buf))
+                self.buf, self.scan = buf[end + 4:], None
                 return buf[:end + 4]
             if len(buf) > gw.max_header_size:
-                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size))
+                return self.refuse(ClientError(431, "request head larger than %d bytes" % gw.max_header_size),
+                                   len(buf))
+            if buf:
+                error = self.judge_early(buf)
+                if error is not None:
+                    return self.refuse(error, len(buf))
             self.waiting = not buf
             if self.waiting and self.runtime.stopping:
                 return None
@@ -110,7 +122,7 @@ class Connection:
             else:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    return self.refuse(ClientError(408, "request head not received in time"))
+                    return self.refuse(ClientError(408, "request head not received in time"), len(buf))
             try:
                 if self.served and not buf:
                     # After an answer the next request is rarely there yet: wait first.
@@ -120,21 +132,28 @@ class Connection:
                     data = sockio.recv(self.sock, RECV)
             except socket.timeout:
                 if buf:
-                    return self.refuse(ClientError(408, "request head not received in time"))
+                    return self.refuse(ClientError(408, "request head not received in time"), len(buf))
                 return None
             self.waiting = False
             if not data:
                 return None
             buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
 
-    def refuse(self, error: ClientError):
-        """Answer a head that never became a request, and end the connection."""
-        self.answer_error(Exchange(self, b""), error)
+    def judge_early(self, buf):
+        """The verdict on the unfinished head `buf` so far: a ClientError to
+        answer at once, or None to wait for more (see early.HeadScanner)."""
+        if self.scan is None:
+            self.scan = HeadScanner()
+        return self.scan.verdict(buf)
+
+    def refuse(self, error: ClientError, received: int):
+        """Answer a head that never became a request (its `received` bytes
+        counted in the access log), and end the connection."""
+        self.answer_error(Exchange.refused(self, error, received), error)
         return None
 
     def log(self, entry):
-        stats = self.runtime.stats
-        stats.request(entry.listener, entry.rule, entry.status or 0, entry.received, entry.sent)
+        self.runtime.stats.finished(entry)
         if self.runtime.access_log.enabled:
             self.runtime.access_log.write(entry)
 
@@ -158,6 +177,9 @@ class Connection:
                 target = ex.take()
                 if type(target) is Redirector:
                     self.send(ex.redirect(), ex.entry)
+                    return ex.finish()
+                if type(target) is ChallengeAnswer:
+                    self.send(ex.challenge_answer(), ex.entry)
                     return ex.finish()
                 ex.phase = ROUTED
             if ex.phase is ROUTED:
@@ -199,8 +221,17 @@ class Connection:
         chose, if it did), trying the next one when a connect fails: nothing
         has been sent yet, so any request may move on."""
         tried = []
+        # retry_window: with no server to take it, the request waits for one
+        # (woken by a probe or a connect that succeeds), then tries them all again.
+        retry = RetryWindow(ex.target, self.runtime.stop_requested) if ex.target.settings.retry_window else None
         endpoint = ex.endpoint or ex.choose(tried)
-        while endpoint is not None:
+        while True:
+            if endpoint is None:
+                if retry is None or not retry.wait():
+                    raise ex.no_server(tried, retry is not None)
+                tried = []
+                endpoint = ex.choose(tried)
+                continue
             try:
                 sock = endpoint.checkout(ex.stale_check)
             except (OSError, ValueError) as exc:  # ValueError: ssl refusing its arguments
@@ -210,7 +241,6 @@ class Connection:
                 continue
             ex.bind(endpoint, sock)
             return
-        raise ex.no_server(tried)
 
     def send_and_read(self, ex):
         """Send the request (from ex.sent), read the answer's head. A request
@@ -233,7 +263,13 @@ class Connection:
                 upstream = ex.endpoint.connect()
             except (OSError, ValueError) as exc:
                 ex.endpoint.connect_failed(exc)
-                raise BackendError(502, "backend connection failed: %s" % exc) from None
+                if not ex.target.settings.retry_window:
+                    raise BackendError(502, "backend connection failed: %s" % exc) from None
+                # The server went away under the request (a restart): it
+                # waits for a server of the pool, as a new request would.
+                ex.unbind()
+                self.connect(ex)
+                continue
             ex.rebind(upstream)
 
     def send_request(self, ex):
@@ -348,7 +384,9 @@ class Connection:
         ex.unsent = b""
         self.sock.settimeout(self.gateway.client_idle_timeout)   # for each send of the answer
         entry = ex.entry
-        if resp.framing == NONE or resp.framing == LENGTH:
+        if ex.encoder is not None:
+            self.relay_compressed(ex, head, rest)
+        elif resp.framing == NONE or resp.framing == LENGTH:
             first = ex.body(rest)
             ex.response_started = True
             try:
@@ -411,6 +449,61 @@ class Connection:
                 pending = b""
             data = self.from_backend(upstream)
 
+    def relay_compressed(self, ex, head, rest):
+        """Decode the backend's framing, encode, send chunked. The encoder
+        takes a bounded piece at a time and the loop is served between
+        pieces, so a large compressible answer never holds up other
+        connections; memory stays one read and one piece."""
+        entry, encoder = ex.entry, ex.encoder
+        ex.response_started = True
+        self.send(head, entry)
+        for data in self.backend_body(ex, rest):
+            for out in encoder.pieces(data):
+                self.send(chunk(out), entry)
+                gevent.sleep(0)
+        tail = encoder.finish()
+        self.send((chunk(tail) if tail else b"") + LAST_CHUNK, entry)
+
+    def backend_body(self, ex, rest):
+        """The answer's body as it comes, its backend framing undone."""
+        framing, upstream = ex.resp.framing, ex.upstream
+        if framing == LENGTH:
+            data = ex.body(rest)
+            while True:
+                if data:
+                    yield data
+                if not ex.remaining:
+                    return
+                data = ex.body(self.from_backend(upstream))
+        elif framing == CHUNKED:
+            decoder = ChunkedDecoder()
+            data = bytes(rest)
+            while True:
+                try:
+                    pieces = decoder.feed(data)
+                except FramingError:
+                    raise ClientGone() from None   # the client sees a missing last chunk
+                for piece in pieces:
+                    if piece:
+                        yield piece
+                if decoder.done:
+                    if decoder.rest:
+                        ex.unclean()
+                    return
+                data = self.from_backend(upstream)
+        else:
+            ex.unclean()
+            if rest:
+                yield bytes(rest)
+            while True:
+                try:
+                    data = sockio.recv(upstream, RECV)
+                except OSError:
+                    raise ClientGone() from None
+                if not data:
+                    return
+                yield data
+
     def relay_until_close(self, ex, head, rest):
         framing, upstream, entry = ex.framing, ex.upstream, ex.entry
         ex.response_started = True
@@ -458,6 +551,6 @@ def _session_ended(runtime, endpoint, entry, counted, session):
     entry.received += session.up
     entry.sent += session.down
     entry.ended = session.ended
-    stats.request(entry.listener, entry.rule, entry.status, entry.received, entry.sent)
+    stats.finished(entry)
     if runtime.access_log.enabled:
         runtime.access_log.write(entry)

@@ -41,7 +41,7 @@ class Redirector:
 class ListenerRoutes:
     """One listener and its rule: path -> Backend or Redirector."""
 
-    __slots__ = ("listener", "rule", "exact", "prefixes", "default", "proto", "port")
+    __slots__ = ("listener", "rule", "exact", "prefixes", "default", "proto", "port", "pages")
 
     def __init__(self, listener, rule, default, exact, prefixes):
         self.listener = listener
@@ -51,6 +51,7 @@ class ListenerRoutes:
         self.prefixes = prefixes      # [(prefix, target)], longest first
         self.proto = listener.protocol.encode()
         self.port = str(listener.port).encode()
+        self.pages = None             # errorpages.ErrorPages of the listener, set by the snapshot
 
     def route(self, path: bytes):
         target = self.exact.get(path)
@@ -63,28 +64,30 @@ class ListenerRoutes:
 
 
 def compile_listener(listener, rule, target_for):
-    """`target_for(entry)` turns a rule or path entry into a Backend or Redirector."""
+    """`target_for(rule, entry)` turns the rule (entry None) or one of its
+    path entries into a Backend or Redirector."""
     exact, prefixes = {}, []
     for entry in rule.paths:
-        target = target_for(entry)
+        target = target_for(rule, entry)
         for path in entry.paths:
             if path.endswith("/*"):
                 prefixes.append((path[:-1].encode(), target))
             else:
                 exact[path.encode()] = target
     prefixes.sort(key=lambda item: len(item[0]), reverse=True)
-    return ListenerRoutes(listener, rule, target_for(rule), exact, prefixes)
+    return ListenerRoutes(listener, rule, target_for(rule, None), exact, prefixes)
 
 
 class Site:
     """Every listener sharing one bind address, chosen by Host: exact names
     beat wildcards (longest suffix first), then the catch-all, else None (404)."""
 
-    __slots__ = ("bind", "protocol", "exact", "wildcards", "default", "listeners")
+    __slots__ = ("bind", "protocol", "exact", "wildcards", "default", "listeners", "pages")
 
-    def __init__(self, bind, listeners):
+    def __init__(self, bind, listeners, pages=None):
         self.bind = bind
         self.listeners = listeners
+        self.pages = pages   # error pages for answers made before Host chose a listener
         self.protocol = listeners[0].listener.protocol
         self.exact, self.wildcards, self.default = {}, [], None
         for routes in listeners:

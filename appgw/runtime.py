@@ -13,7 +13,8 @@ import time
 import gevent
 from gevent.event import Event
 
-from .accesslog import AccessLog
+from .accesslog import AccessLog, AccessLogError
+from .acme_manager import AcmeManager
 from .admin import AdminServer
 from .apps import AppHost
 from .listener import BindError, BindServer, bind_all
@@ -22,6 +23,24 @@ from .snapshot import build_snapshot
 from .stats import STATS
 
 log = logging.getLogger("appgw")
+
+
+class OpenSet(set):
+    """The open connections (or sessions): `empty` is set while there are none."""
+
+    def __init__(self):
+        super().__init__()
+        self.empty = Event()
+        self.empty.set()
+
+    def add(self, item):
+        super().add(item)
+        self.empty.clear()
+
+    def discard(self, item):
+        super().discard(item)
+        if not self:
+            self.empty.set()
 
 
 class Runtime:
@@ -36,13 +55,15 @@ class Runtime:
         self.apps = AppHost()
         self.servers = {}            # bind -> BindServer
         self.snapshot = None
-        self.connections = set()     # every client Connection served by a greenlet
-        self.sessions = set()        # every WebSocket relay (they outlive their Connection)
+        self.connections = OpenSet()   # every client Connection served by a greenlet
+        self.sessions = OpenSet()      # every WebSocket relay (they outlive their Connection)
         self.probers = Probers()
+        self.acme = AcmeManager()    # certificates of listeners with acme = true
         self.admin = AdminServer(self) if admin else None
         self.reuse_port = reuse_port
         self._inherited = dict(sockets or {})
         self._stopped = Event()
+        self.stop_requested = Event()   # ends the waits of requests for a server (retry_window)
 
     # -- start -----------------------------------------------------------------
 
@@ -58,6 +79,7 @@ class Runtime:
                 sock.close()
             raise
         self.snapshot = build_snapshot(self.config, self.apps.path_for)
+        self.acme.update(self.config)
         self._open(sockets)
         self.probers.update(self.snapshot)
 
@@ -71,34 +93,58 @@ class Runtime:
 
     def run(self):
         self.start()
+        return self.serve()
+
+    def serve(self):
+        """Until stopped, after start(): signals as SPEC 2 and 17 say."""
         gevent.signal_handler(signal.SIGTERM, self._on_term)
         gevent.signal_handler(signal.SIGINT, self._on_term)
         gevent.signal_handler(signal.SIGQUIT, self.halt)
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
         log.info("appgw started (pid %d)", os.getpid())
         self._stopped.wait()
         return 0
 
     # -- reload ----------------------------------------------------------------
 
+    def reopen_logs(self):
+        """SIGUSR1 (and every SIGHUP): the access-log file is opened again by
+        its name, so that logrotate can move the old one away."""
+        try:
+            if self.access_log.reopen():
+                log.info("access log %s reopened", self.access_log.target)
+        except AccessLogError as exc:
+            log.error("%s; logging goes on to the old file", exc)
+
     def reload(self):
-        """Re-read the file; apply it if valid, else keep the running config."""
+        """Re-read the file; apply it if valid, else keep the running config.
+        Either way the access log is opened again (logrotate may send SIGHUP)."""
         if self.stopping:
             return False
         config = self.load(self.config.path)
         if config is None:
             log.error("reload refused: %s is invalid; the running configuration stays", self.config.path)
+            self.reopen_logs()
             return False
-        binds = {(l.host, l.port) for l in config.listeners}
+        try:
+            access_log = AccessLog(config.gateway.access_log, config.gateway.log_format)
+        except AccessLogError as exc:
+            log.error("reload refused: %s", exc)
+            return False
+        binds = {(listener.host, listener.port) for listener in config.listeners}
         try:
             sockets = bind_all(config, self.servers, self._inherited, self.reuse_port)
         except BindError as exc:
             log.error("reload refused: %s", exc)
+            access_log.close()
             return False
         old = self.snapshot
         self.config = config
         self.snapshot = build_snapshot(config, self.apps.path_for, previous=old)
-        self.access_log = AccessLog(config.gateway.access_log, config.gateway.log_format)
+        self.access_log, old_log = access_log, self.access_log
+        old_log.close()
+        self.acme.update(config)
         for bind in list(self.servers):
             if bind not in binds:
                 self.servers.pop(bind).stop_accepting()
@@ -121,11 +167,14 @@ class Runtime:
 
     def _retire(self, old):
         """Endpoints gone from the new snapshot: idle connections close now;
-        open sessions run on, or until their settings' drain_timeout (0: no limit)."""
+        open sessions run on, or, on a server that was removed, until their
+        settings' drain_timeout (0: no limit)."""
         for key, endpoint in old.endpoints.items():
             if key in self.snapshot.endpoints:
                 continue
             endpoint.close_idle()
+            if key in self.snapshot.successors:
+                continue    # the server stays (its probe or settings changed): its sessions run on
             drain = key[2].drain_timeout
             if drain > 0 and endpoint.sessions:
                 gevent.spawn_later(drain, endpoint.abort_sessions, "server removed by reload")
@@ -144,6 +193,7 @@ class Runtime:
         if self.stopping:
             return
         self.stopping = True
+        self.stop_requested.set()
         drain = self.config.gateway.drain_timeout
         log.info("stopping: %d open connection(s), up to %gs to drain",
                  len(self.connections) + len(self.sessions), drain)
@@ -154,14 +204,12 @@ class Runtime:
             if conn.waiting:
                 conn.close()
         self._goaway()
-        deadline = time.monotonic() + drain
-        while (self.connections or self.sessions) and time.monotonic() < deadline:
-            gevent.sleep(0.05)
+        self._drain(time.monotonic() + drain)
         if self.connections or self.sessions:
             log.info("closing %d connection(s) still open after %gs",
                      len(self.connections) + len(self.sessions), drain)
             self._close_all("stopped")
-            gevent.sleep(0.05)
+            self._drain(time.monotonic() + 0.5)   # their greenlets end, and log
         self._finish()
         log.info("stopped")
 
@@ -173,9 +221,19 @@ class Runtime:
             if drain is not None:
                 drain()
 
+    def _drain(self, deadline):
+        """Until nothing is open or the deadline: woken by the last one to
+        end, so a stop returns as soon as there is nothing left to drain."""
+        while self.connections or self.sessions:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            (self.connections if self.connections else self.sessions).empty.wait(remaining)
+
     def halt(self):
         """Stop at once (SIGQUIT, second SIGTERM)."""
         self.stopping = True
+        self.stop_requested.set()
         log.info("stopping at once")
         self._close_all("stopped")
         self._finish()
@@ -187,6 +245,7 @@ class Runtime:
             session.abort(why)
 
     def _finish(self):
+        self.acme.stop()
         if self.admin is not None:
             self.admin.stop()
         for server in self.servers.values():

@@ -6,22 +6,38 @@ whose definition is unchanged are carried over with their health and idle
 connections.
 """
 from .balancer import Backend
+from .compress import CompressPolicy
+from .errorpages import pages_for
+from .rewrite import compile_sets
 from .router import Redirector, Site, compile_listener
 from .upstream import Endpoint, tls_client_context
 
 
 class Snapshot:
-    def __init__(self, config, sites, backends, endpoints):
+    def __init__(self, config, sites, backends, endpoints, successors=None):
         self.config = config
         self.sites = sites          # (host, port) -> Site
-        self.backends = backends    # (pool name, settings name) -> Backend
+        self.backends = backends    # (pool, settings, rewrite set, compress) names -> Backend
         self.endpoints = endpoints  # key -> Endpoint
+        # key of a previous snapshot's endpoint -> the endpoint that took its
+        # place here: the same server, its probe or settings changed.
+        self.successors = successors or {}
+
+
+def _same_server(endpoint):
+    """What a server is across reloads: its pool, its address (port
+    included) and the name of the backend settings it is used with."""
+    pool_name, _, settings, _ = endpoint.key
+    return pool_name, endpoint.label, endpoint.path, settings.name
 
 
 def build_snapshot(config, app_path, previous=None) -> Snapshot:
     """`app_path(spec)` returns the unix socket of an in-process app."""
     old = previous.endpoints if previous else {}
-    endpoints, backends = {}, {}
+    old_servers = {_same_server(e): e for e in old.values()}
+    endpoints, backends, successors = {}, {}, {}
+    rewrite_sets = {name: s for name, s in compile_sets(config).items() if s.has_request or s.has_response}
+    compress = CompressPolicy.from_gateway(config.gateway)
 
     def endpoint(pool, server, settings, probe):
         kind, label, where = server
@@ -44,29 +60,47 @@ def build_snapshot(config, app_path, previous=None) -> Snapshot:
                                  unhealthy_threshold=probe.unhealthy_threshold)
                 found.label = "%s:%d" % (host if ":" not in host else "[%s]" % host, found.port)
             found.set_cookie_identity(pool.name, label)
+            before = old_servers.get(_same_server(found))
+            if before is not None and before.key not in successors:
+                # A kept server whose probe or settings changed: it goes on
+                # from its state, probed with the new settings.
+                found.health.adopt(before.health)
+                successors[before.key] = found
         endpoints[key] = found
         return found
 
-    def backend(pool_name, settings_name):
-        key = (pool_name, settings_name)
+    def backend(pool_name, settings_name, rewrite_set, compressed):
+        key = (pool_name, settings_name, rewrite_set, compressed)
         if key not in backends:
             pool = config.pool_by_name[pool_name]
             settings = config.settings(settings_name)
             probe = config.probe(settings.probe)
-            backends[key] = Backend(pool, settings, [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)])
+            servers = [endpoint(pool, s, settings, probe) for s in _servers(pool, app_path)]
+            backends[key] = Backend(pool, settings, servers, rewrite_sets.get(rewrite_set),
+                                    compress if compressed else None)
         return backends[key]
 
-    def target_for(entry):
-        if entry.redirect is not None:
-            return Redirector(entry.redirect, config.listener_by_name)
-        return backend(entry.backend_pool, entry.backend_settings)
+    def target_for(rule, entry):
+        source = entry or rule
+        if source.redirect is not None:
+            return Redirector(source.redirect, config.listener_by_name)
+        return backend(source.backend_pool, source.backend_settings, rule.rewrite_set_for(entry),
+                       rule.compress_for(entry))
 
     by_bind = {}
     for listener in config.listeners:
         rule = config.rule_by_listener[listener.name]
         by_bind.setdefault((listener.host, listener.port), []).append(compile_listener(listener, rule, target_for))
-    sites = {bind: Site(bind, routes) for bind, routes in by_bind.items()}
-    return Snapshot(config, sites, backends, endpoints)
+    gateway_pages = pages_for(config.gateway)
+    for routes_list in by_bind.values():
+        for routes in routes_list:
+            routes.pages = pages_for(config.gateway, routes.listener)
+    # Answers made before the Host picks a listener (400, 408, 431) take the
+    # pages of a bind's only listener; on a bind shared by Host, the gateway's.
+    sites = {bind: Site(bind, routes, routes[0].pages if len(routes) == 1 else gateway_pages)
+             for bind, routes in by_bind.items()}
+    successors = {k: e for k, e in successors.items() if k not in endpoints}
+    return Snapshot(config, sites, backends, endpoints, successors)
 
 
 def _servers(pool, app_path):
@@ -78,5 +112,5 @@ def _servers(pool, app_path):
         else:
             servers.append(("tcp", server.address, (server.host, server.port)))
     if pool.app:
-        servers.append(("unix", "app:" + pool.app, app_path(pool.app)))
+        servers.append(("unix", "app:" + pool.app, app_path(pool.app, pool.app_path)))
     return servers

@@ -2,11 +2,13 @@
 
 Shape: listeners -> their rule -> (paths) -> target; then each pool with
 its servers and, per backend settings it is used with, those settings and
-their probe. Pure: takes a Config, returns text.
+their probe. Takes a Config, returns text; for listeners with acme = true it
+also reads what the ACME storage holds.
 """
 
 from __future__ import annotations
 
+from appgw.cert_report import check_lines
 from appgw.config import (
     DEFAULT_PROBE, BackendSettings, Config, Probe, Redirect, Server, format_hostport,
 )
@@ -36,14 +38,31 @@ def _listener_lines(config: Config) -> list[str]:
     lines = []
     for listener in config.listeners:
         hosts = ", ".join(listener.host_names) or "any host"
-        lines.append(f'listener "{listener.name}"  {listener.protocol}://{listener.address}  {hosts}')
+        lines.append(f'listener "{listener.name}"  {listener.protocol}://{listener.address}  {hosts}'
+                     f'{_pages(listener.error_pages)}')
+        lines.extend(check_lines(config, listener))
         rule = config.rule_by_listener.get(listener.name)
         if rule is None:
             continue
-        lines.append(f'  rule "{rule.name}": {_target(rule)}')
+        lines.append(f'  rule "{rule.name}": {_target(rule)}{_shaping(rule, None)}')
         for path_rule in rule.paths:
-            lines.append(f"    {', '.join(path_rule.paths)}: {_target(path_rule)}")
+            lines.append(f"    {', '.join(path_rule.paths)}: {_target(path_rule)}{_shaping(rule, path_rule)}")
     return lines
+
+
+def _shaping(rule, entry) -> str:
+    """What shapes the answers of a rule or path entry, as its own or inherited."""
+    parts = []
+    if rule.rewrite_set_for(entry):
+        parts.append(f'rewrite set "{rule.rewrite_set_for(entry)}"')
+    if rule.compress_for(entry):
+        parts.append("compressed")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def _pages(pages, before="  ") -> str:
+    """The statuses that have a page: "  error pages 502, 504"."""
+    return f"{before}error pages {', '.join(str(status) for status, _ in pages)}" if pages else ""
 
 
 def _server(server: Server, port: int) -> str:
@@ -61,6 +80,8 @@ def _settings_line(settings: BackendSettings) -> str:
         parts.append(f"Host {settings.host_name}")
     elif settings.pick_host_name_from_backend:
         parts.append("Host from server")
+    if settings.retry_window:
+        parts.append(f"retry window {_seconds(settings.retry_window)}")
     if settings.affinity_cookie:
         parts.append(f"affinity cookie {settings.affinity_cookie}")
     if settings.protocol == "https" and not settings.verify_tls:
@@ -120,6 +141,7 @@ def summarize(config: Config) -> str:
     lines = [
         f"{config.path}: ok",
         f"gateway: {gw.workers} worker(s), admin {admin}, access log {log} ({gw.log_format}),"
-        f" max {gw.max_connections} connections, drain {_seconds(gw.drain_timeout)}",
+        f" max {gw.max_connections} connections, drain {_seconds(gw.drain_timeout)}"
+        f"{_pages(gw.error_pages, ', ')}",
     ]
     return "\n".join(lines + _listener_lines(config) + _pool_lines(config))

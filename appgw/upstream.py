@@ -77,6 +77,7 @@ class Endpoint:
         # Each wait for an answer from now on, for the connection's life: an
         # endpoint belongs to one backend settings.
         sock.settimeout(self.request_timeout)
+        self.health.wakeup.fire()   # the server is reachable: requests waiting for one may try
         return sock
 
     def checkout(self, check=True):

@@ -1,4 +1,6 @@
 """Fixtures shared by the behaviour tests; the helpers live in harness.py."""
+import os
+import socket
 import sys
 
 import pytest
@@ -38,3 +40,14 @@ def gateway_factory(tmp_path):
     factory = GatewayFactory(tmp_path)
     yield factory
     factory.stop_all()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sansio: a socket-free test of protocol or decision code (`./dev test-fast`)")
+    if os.environ.get("APPGW_SANSIO"):
+        # `./dev test-fast` promises seconds and no network: a test in it
+        # that opens a socket is in the wrong set, and says so.
+        def refuse(*_args, **_kwargs):
+            raise RuntimeError("a socket-free test (marked sansio) used a socket")
+        for name in ("connect", "connect_ex", "bind"):
+            setattr(socket.socket, name, refuse)

@@ -15,6 +15,8 @@ from appgw.config import (
 )
 from appgw.summary import summarize
 
+pytestmark = pytest.mark.sansio
+
 LISTENER = """
 [[listeners]]
 name = "http"
@@ -209,9 +211,10 @@ def test_dataclasses_derive_their_parts():
         Listener(name="a", bind="127.0.0.1")
 
 
-def test_access_log_file_resolves_against_the_config_directory():
-    config = parse('[gateway]\naccess_log = "logs/access.log"\n' + BASE, base_dir="/etc/appgw")
-    assert config.gateway.access_log == "/etc/appgw/logs/access.log"
+def test_access_log_file_resolves_against_the_config_directory(tmp_path):
+    (tmp_path / "logs").mkdir()
+    config = parse('[gateway]\naccess_log = "logs/access.log"\n' + BASE, base_dir=str(tmp_path))
+    assert config.gateway.access_log == str(tmp_path / "logs" / "access.log")
     assert parse('[gateway]\naccess_log = "-"\n' + BASE).gateway.access_log == "-"
 
 
@@ -324,9 +327,16 @@ redirect = { url = "https://example.com/", code = 301 }
     ('admin_bind = "9901"', 'gateway.admin_bind: must be "host:port" or "[v6addr]:port", '
                             'got "9901": the port is missing ("host:port")'),
     ("access_log = 5", "gateway.access_log: must be a string, got integer 5"),
+    ('allow_underscores_in_headers = "yes"',
+     'gateway.allow_underscores_in_headers: must be true or false, got string "yes"'),
 ])
 def test_gateway_values_are_checked(line, problem):
     assert problems(f"[gateway]\n{line}\n" + BASE) == lines(problem)
+
+
+def test_allow_underscores_in_headers_is_read():
+    assert parse(BASE).gateway.allow_underscores_in_headers is False
+    assert parse("[gateway]\nallow_underscores_in_headers = true\n" + BASE).gateway.allow_underscores_in_headers
 
 
 def test_zero_is_allowed_where_documented():

@@ -56,7 +56,7 @@ def gateway_section(toml_text):
         "drain_timeout": gw.get("drain_timeout", DEFAULT_DRAIN),
         "admin_bind": gw.get("admin_bind", Gateway().admin_bind),
         "max_connections": gw.get("max_connections", Gateway().max_connections),
-        "listener_ports": sorted({int(l["bind"].rsplit(":", 1)[1]) for l in data.get("listeners", [])}),
+        "listener_ports": sorted({int(item["bind"].rsplit(":", 1)[1]) for item in data.get("listeners", [])}),
     }
 
 

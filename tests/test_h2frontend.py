@@ -98,6 +98,12 @@ def test_host_field_alone_or_matching_is_accepted():
     assert request(get_headers(extra=[(b"host", b"example.test")])).host == b"example.test"
 
 
+def test_underscore_names_are_dropped_unless_allowed():
+    headers = get_headers(extra=[(b"x_user", b"admin"), (b"x-user", b"me")])
+    assert request(headers).passed == [b"x-user: me"]
+    assert request_from_h2(headers, True, 32768, allow_underscores=True).passed == [b"x_user: admin", b"x-user: me"]
+
+
 def test_x_forwarded_for_of_the_client_is_kept_for_appending():
     req = request(get_headers(extra=[(b"x-forwarded-for", b"10.0.0.1"), (b"x-forwarded-for", b"10.0.0.2")]))
     assert req.forwarded_for == b"10.0.0.1, 10.0.0.2"

@@ -197,7 +197,7 @@ def test_backend_lines_land_at_the_end_whatever_the_reader_did(backend_factory):
         stderr.seek(0)
         ws = websocket.create_connection(f"ws://127.0.0.1:{backend.port}{path}", timeout=5)
         ws.close()
-        wait_until(lambda: size() > before, 5, message=f"the backend's line for {path}")
+        wait_until(lambda before=before: size() > before, 5, message=f"the backend's line for {path}")
     text = backend.stderr_text()
     assert "CLOSED path=/first" in text and "CLOSED path=/second" in text, text
 

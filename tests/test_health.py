@@ -12,6 +12,8 @@ from appgw.config import Probe, parse_config
 from appgw.health import HEALTHY, UNHEALTHY, UNKNOWN, HealthState, ProbeResult
 from appgw.prober import JITTER, failure_reason, format_ranges, next_due
 
+pytestmark = pytest.mark.sansio
+
 OK = ProbeResult(0, True, 200, "status 200")
 FAIL = ProbeResult(0, False, 500, "status 500 not in 200-399")
 
@@ -193,3 +195,69 @@ def test_probes_wake_on_a_grid_and_keep_their_interval_on_average(interval, tick
 def test_a_tiny_interval_still_gives_a_time_to_wake(interval):
     due = next_due(100.0, interval, 1 + JITTER)
     assert math.isfinite(due) and abs(due - 100.0) <= 0.001
+
+
+# --- why a server is in its state; state kept across a reload ------------------
+
+def test_the_last_change_names_its_source_and_the_passive_failure_is_kept():
+    health = HealthState("a", unhealthy_threshold=1)
+    assert (health.changed, health.source, health.passive) == (None, "", None)
+    health.record(ProbeResult(10.0, True, 200, "status 200"))
+    assert (health.changed, health.source, health.reason) == (10.0, "probe", "status 200")
+    health.passive_failure(20.0, "connection refused")
+    assert health.state == UNHEALTHY
+    assert (health.changed, health.source, health.reason) == (20.0, "passive", "connection refused (while proxying)")
+    assert (health.passive.time, health.passive.reason) == (20.0, "connection refused")
+    assert health.last.ok is True
+
+
+def test_adopt_goes_on_from_the_old_state_with_the_new_thresholds():
+    old = HealthState("a", unhealthy_threshold=3)
+    old.record(OK)
+    old.record(FAIL)
+    new = HealthState("a", unhealthy_threshold=2)
+    new.adopt(old)
+    assert (new.state, new.last, new.reason) == (HEALTHY, FAIL, "status 200")
+    new.record(FAIL)        # the second failure in a row: 2 of the new threshold
+    assert new.state == UNHEALTHY
+    assert new.wakeup is old.wakeup
+
+
+# --- waking requests that wait for a server (retry_window) --------------------------
+
+def test_wakeup_is_edge_triggered():
+    from appgw.health import Wakeup
+
+    wakeup = Wakeup()
+    wakeup.fire()                   # nobody waits: only the time is noted
+    first = wakeup.event()
+    assert not first.is_set()
+    wakeup.fire()
+    assert first.is_set()
+    second = wakeup.event()         # a waiter that found nothing waits for the next success
+    assert second is not first and not second.is_set()
+
+
+def test_wait_for_server_counts_a_success_from_before_the_wait_and_times_out_otherwise():
+    import time
+
+    from gevent.event import Event
+
+    from appgw.balancer import Backend
+    from appgw.config import BackendPool, BackendSettings
+    from appgw.upstream import Endpoint
+
+    endpoints = [Endpoint(("p", f"s{i}", None, None), f"s{i}", host="127.0.0.1", port=9) for i in range(2)]
+    backend = Backend(BackendPool(name="p"), BackendSettings(name="s", retry_window=1), endpoints)
+    since = time.monotonic()
+    endpoints[1].health.record(ProbeResult(0, True, 200, "status 200"))
+    assert backend.wait_for_server(since, time.monotonic() + 5) is True     # at once: it came after `since`
+
+    started = time.monotonic()
+    assert backend.wait_for_server(time.monotonic(), started + 0.05) is False
+    assert 0.05 <= time.monotonic() - started < 0.5
+
+    abort = Event()
+    abort.set()
+    assert backend.wait_for_server(time.monotonic(), time.monotonic() + 5, abort) is False
+    assert all(e.health.wakeup.waiters == 0 for e in endpoints)

@@ -8,6 +8,8 @@ from appgw.http1 import (CHUNKED, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, Chunked
                          chunk, parse_head, parse_response_head)
 from appgw.policy import backend_head, client_head, parse_request, parse_response
 
+pytestmark = pytest.mark.sansio
+
 # --- ChunkedDecoder -----------------------------------------------------------------
 
 # (encoded body, decoded content, trailing bytes that belong to the next message)

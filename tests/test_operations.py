@@ -410,7 +410,7 @@ def test_workers_share_load_and_are_replaced(backend_factory, gateway_factory):
     gateway.send_signal(signal.SIGTERM)
     assert wait_exit(gateway, 10) == 0
     for pid in current:
-        wait_until(lambda: not _alive(pid), 5, message=f"worker {pid} gone")
+        wait_until(lambda pid=pid: not _alive(pid), 5, message=f"worker {pid} gone")
     assert refused(port)
 
 

@@ -234,7 +234,7 @@ def test_5mb_content_length_upload_arrives_intact(gw):
 
 def test_50mb_response_is_streamed_with_flat_memory(gw):
     n = 50 * MB
-    requests.get(gw.url("/bytes?n=1000000")).content  # warm up pools and buffers
+    _ = requests.get(gw.url("/bytes?n=1000000")).content  # warm up pools and buffers
     baseline = rss_kb(gw.proc.pid)
     peak = baseline
     offset = 0
@@ -373,7 +373,7 @@ def test_backend_reset_mid_body_gives_an_incomplete_response(gateway_factory,
     gw = start(gateway_factory, [backend.address], probe_port=wsgi_backend.port)
     with pytest.raises((requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ConnectionError)):
-        requests.get(gw.url("/x")).content
+        _ = requests.get(gw.url("/x")).content
     # On the wire: never a complete-looking response, and the connection closes.
     data = raw_request(gw.port(), b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
     head, _, body = data.partition(b"\r\n\r\n")
@@ -427,7 +427,7 @@ def test_least_connections_prefers_the_idle_server(gateway_factory, backend_fact
     assert len(set(names)) == 1, f"an idle server should take all of them: {names}"
     busy = {"A": b, "B": a}[names[0]]
     line = gw.wait_for_output("/slow?delay=1.5", stream="stdout")
-    slow_line = next(l for l in line.splitlines() if "/slow?delay=1.5" in l)
+    slow_line = next(text for text in line.splitlines() if "/slow?delay=1.5" in text)
     assert busy.address in slow_line, slow_line
 
 
@@ -461,7 +461,7 @@ def test_in_process_app(gateway_factory):
 
 def _log_lines(gw, needle, count=1):
     def found():
-        lines = [l for l in gw.stdout_text().splitlines() if needle in l]
+        lines = [text for text in gw.stdout_text().splitlines() if needle in text]
         return lines if len(lines) >= count else None
     return wait_until(found, timeout=5, message=f"access-log line with {needle!r}")
 

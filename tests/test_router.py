@@ -7,6 +7,8 @@ from appgw.policy import parse_request
 from appgw.router import Redirector, host_name
 from appgw.snapshot import build_snapshot
 
+pytestmark = pytest.mark.sansio
+
 POOLS = "".join(f"""
 [[backend_pools]]
 name = "{name}"

@@ -92,7 +92,8 @@ def test_https_listener_serves_with_its_certificate(https_gateway, certs):
 def test_https_keepalive_and_large_body(https_gateway, certs):
     with requests.Session() as session:
         # verify per request: REQUESTS_CA_BUNDLE in the environment beats session.verify
-        get = lambda path: session.get(https_gateway.url(path), verify=certs.cert, timeout=5)
+        def get(path):
+            return session.get(https_gateway.url(path), verify=certs.cert, timeout=5)
         ports = {get("/echo").json()["remote_port"] for _ in range(3)}
         body = get("/bytes?n=2000000").content
     assert len(ports) == 1

@@ -737,9 +737,9 @@ def test_access_log_json_has_the_session_end(gateway_factory, backend_factory):
             if entry["status"] == 101:
                 return entry
     entry = wait_until(record, 5, message="a JSON session record")
-    assert entry["websocket_end"] == "idle timeout"
-    assert entry["target"] == "/quiet" and entry["bytes_sent"] > 0
-    assert entry["bytes_received"] > 0 and entry["duration"] >= 0.8
+    assert entry["ended"] == "idle_timeout"
+    assert entry["target"] == "/quiet" and entry["sent"] > 0
+    assert entry["rx"] > 0 and entry["duration"] >= 0.8
 
 
 # --- scale -------------------------------------------------------------------------

@@ -9,9 +9,19 @@ Prints ``READY <port>`` once listening (port 0 picks a free one). Modes:
   garbage               answers "HELLO NOT HTTP\\r\\n\\r\\n" and closes
   close-after-response  one keep-alive-looking "200 ok", closes 0.2 s later
                         (a stale pooled connection for the gateway)
+  short-second          "200 ok" keep-alive to a connection's first request; to its
+                        second, Content-Length 100000 with 1000 bytes, then FIN
+  vanish-after-one      "200 ok" keep-alive to the first request, then closes that
+                        connection and stops listening (a replay's connect is refused)
   record                "200 ok" keep-alive to every request, and appends what it
                         received to FILE, one JSON line per recv:
                         {"conn": n, "data": "<latin-1 text>"}
+  drop-second           "200 ok" keep-alive to a connection's first request; reads
+                        the second and closes without answering (a pooled
+                        connection that dies under a request); records as record
+
+Requests are parsed with h11, which takes any token as a method (llhttp
+knows a fixed list), so extension methods are answered too.
 """
 from gevent import monkey
 
@@ -25,7 +35,7 @@ import struct  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
-import httptools  # noqa: E402
+import h11  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 OK_KEEPALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -88,31 +98,63 @@ def mode_close_after_response(sock, conn, args):
     gevent.sleep(0.2)
 
 
-class _AnswerEach:
-    """httptools callbacks: answer every complete request with 200 ok."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def on_message_complete(self):
-        self.sock.sendall(OK_KEEPALIVE)
+def mode_short_second(sock, conn, args):
+    read_head(sock)
+    sock.sendall(OK_KEEPALIVE)
+    read_head(sock)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
 
 
-def mode_record(sock, conn, args):
-    parser = httptools.HttpRequestParser(_AnswerEach(sock))
-    answering = True
+def mode_vanish_after_one(sock, conn, args):
+    read_head(sock)
+    SERVER.close()     # no new connections from now on
+    sock.sendall(OK_KEEPALIVE)
+    gevent.sleep(0.2)
+
+
+def record(args, conn, data):
+    with open(args.record, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"conn": conn, "data": data.decode("latin-1")}) + "\n")
+
+
+def answered_requests(sock, conn, args, limit=None):
+    """Record everything received; answer each complete request 200 ok, the
+    first `limit` of them (all when None). Returns when the peer closes, or
+    once a request past `limit` is complete."""
+    parser = h11.Connection(h11.SERVER)
+    answering, served = True, 0
     while True:
         data = sock.recv(65536)
         if not data:
             return
-        with open(args.record, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"conn": conn, "data": data.decode("latin-1")}) + "\n")
-        if answering:
-            try:
-                parser.feed_data(data)
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-                # Malformed or upgraded: stop answering, keep recording.
-                answering = False
+        record(args, conn, data)
+        if not answering:
+            continue
+        parser.receive_data(data)
+        try:
+            while (event := parser.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                if type(event) is not h11.EndOfMessage:
+                    continue
+                if limit is not None and served == limit:
+                    return
+                served += 1
+                # The same bytes to every request, HEAD included (h11 would
+                # leave the body out); h11 is told of the answer only to
+                # move on to the next request.
+                sock.sendall(OK_KEEPALIVE)
+                parser.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                parser.send(h11.EndOfMessage())
+                parser.start_next_cycle()
+        except h11.ProtocolError:
+            answering = False   # malformed: stop answering, keep recording
+
+
+def mode_record(sock, conn, args):
+    answered_requests(sock, conn, args)
+
+
+def mode_drop_second(sock, conn, args):
+    answered_requests(sock, conn, args, limit=1)
 
 
 MODES = {
@@ -122,7 +164,11 @@ MODES = {
     "garbage": mode_garbage,
     "close-after-response": mode_close_after_response,
     "record": mode_record,
+    "short-second": mode_short_second,
+    "vanish-after-one": mode_vanish_after_one,
+    "drop-second": mode_drop_second,
 }
+SERVER = None
 
 
 def main():
@@ -132,8 +178,8 @@ def main():
     parser.add_argument("--mode", required=True, choices=sorted(MODES))
     parser.add_argument("--record", help="file for --mode record")
     args = parser.parse_args()
-    if args.mode == "record" and not args.record:
-        parser.error("--mode record needs --record FILE")
+    if args.mode in ("record", "drop-second") and not args.record:
+        parser.error(f"--mode {args.mode} needs --record FILE")
     mode, counter = MODES[args.mode], itertools.count()
 
     def handle(sock, address):
@@ -142,7 +188,8 @@ def main():
         except OSError:
             pass  # the peer went away: nothing to report to a test
 
-    server = StreamServer((args.host, args.port), handle)
+    global SERVER
+    server = SERVER = StreamServer((args.host, args.port), handle)
     server.start()
     print(f"READY {server.server_port}", flush=True)
     server.serve_forever()

@@ -3,8 +3,9 @@
     python tests/backends/wsgi_backend.py --port N [--name NAME]
 
 Prints ``READY <port>`` once listening (port 0 picks a free one). Endpoints:
-/echo, /bytes, /upload-echo, /slow, /status, /health, /probe-status,
-/set-probe-status, /name, /ws/echo, /ws/info (see each handler).
+/echo, /bytes, /text, /upload-echo, /slow, /status, /health, /probe-status,
+/set-probe-status, /name, /ws/echo, /ws/info (see each handler); any path
+under /any/ is answered as /echo is (for tests that rewrite and route paths).
 """
 from gevent import monkey
 
@@ -25,6 +26,34 @@ PIECE = 64 * 1024
 # A period of 251 (prime) does not divide the piece size, so a dropped or
 # repeated piece shows in the bytes, not only in the length.
 PATTERN = bytes(range(251))
+
+
+# /text: numbered lines of one length, so that any byte range is quick to
+# make and a dropped or repeated piece shows after decoding.
+TEXT_LINE = 64
+TEXT_PERIOD = 4 * 1024 * 1024   # the line numbers start again after 65536 lines
+TEXT_FORMAT = b"%08d: the quick brown fox jumps over the lazy dog, %08d\n"
+assert len(TEXT_FORMAT % (0, 0)) == TEXT_LINE
+
+
+def text_bytes(offset, length):
+    """``length`` bytes of the /text body from ``offset``."""
+    period = _text_period()
+    start = offset % TEXT_PERIOD
+    if start + length <= TEXT_PERIOD:
+        return period[start:start + length]
+    return (period[start:] + period * (length // TEXT_PERIOD + 1))[:length]
+
+
+_period = []
+
+
+def _text_period():
+    # Built once: slices of it are served at memory speed, faster than a
+    # gateway compresses, so the gateway is the one that must pace itself.
+    if not _period:
+        _period.append(b"".join(TEXT_FORMAT % (i, i) for i in range(TEXT_PERIOD // TEXT_LINE)))
+    return _period[0]
 
 
 def pattern_bytes(offset, length):
@@ -65,6 +94,8 @@ class Backend:
         query = {k: v[-1] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
         handler = getattr(self, "do_" + path.strip("/").replace("/", "_").replace("-", "_"),
                           None)
+        if handler is None and path.startswith("/any/"):
+            handler = self.do_echo
         if handler is None:
             return self.reply(start_response, 404, b"not found\n")
         return handler(environ, start_response, query)
@@ -107,6 +138,26 @@ class Backend:
             headers.append(("Content-Length", str(n)))
         start_response("200 OK", headers)
         return (pattern_bytes(off, min(PIECE, n - off)) for off in range(0, n, PIECE))
+
+    def do_text(self, environ, start_response, query):
+        """n bytes of numbered text lines (compressible), in `piece`-byte writes.
+
+        status= (default 200), type= (default text/html; charset=utf-8),
+        chunked=1 omits Content-Length, and each header=Name:value adds a
+        header (repeatable)."""
+        n = int(query.get("n", "0"))
+        piece = int(query.get("piece", str(PIECE)))
+        code = int(query.get("status", "200"))
+        headers = [("Content-Type", query.get("type", "text/html; charset=utf-8"))]
+        for item in parse_qs(environ["QUERY_STRING"]).get("header", []):
+            name, _, value = item.partition(":")
+            headers.append((name.strip(), value.strip()))
+        if code in (204, 304):
+            n = 0
+        elif query.get("chunked") != "1":
+            headers.append(("Content-Length", str(n)))
+        start_response(f"{code} {_phrase(code)}", headers)
+        return (text_bytes(off, min(piece, n - off)) for off in range(0, n, piece))
 
     def do_upload_echo(self, environ, start_response, query):
         """Streams the body back as it arrives (chunked), never holding it whole."""
