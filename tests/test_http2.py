@@ -402,3 +402,18 @@ def test_without_http2_the_preface_is_answered_400(gateway_factory, wsgi_backend
     with socket.create_connection(("127.0.0.1", gateway.port()), timeout=5) as sock:
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 400 ")
+
+
+def test_compression_works_over_http2(gateway_factory, wsgi_backend):
+    import gzip
+    text = gateway_config([wsgi_backend.address]).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1) + "compress = true\n"
+    gateway = gateway_factory(text, port=free_port())
+    client = H2Client(gateway.port())
+    sid = client.get(b"/echo?pad=" + b"x" * 3000, extra=[(b"accept-encoding", b"gzip")])
+    client.run_until(lambda: sid in client.ended)
+    headers = dict(client.responses[sid])
+    assert headers[b"content-encoding"] == b"gzip" and b"content-length" not in headers
+    echo = json.loads(gzip.decompress(bytes(client.bodies[sid])))
+    assert echo["query"] == "pad=" + "x" * 3000
+    client.close()
