@@ -417,3 +417,64 @@ def test_compression_works_over_http2(gateway_factory, wsgi_backend):
     echo = json.loads(gzip.decompress(bytes(client.bodies[sid])))
     assert echo["query"] == "pad=" + "x" * 3000
     client.close()
+
+
+def _ping_flood(client):
+    for i in range(3000):
+        client.conn.ping(b"%08d" % i)
+        client.flush()
+
+
+def _settings_flood(client):
+    from hyperframe.frame import SettingsFrame
+    for _ in range(3000):
+        frame = SettingsFrame(0)
+        frame.settings = {SettingsFrame.HEADER_TABLE_SIZE: 4096}
+        client.send_raw(frame.serialize())
+
+
+def _window_overflow(client):
+    from hyperframe.frame import WindowUpdateFrame
+    frame = WindowUpdateFrame(0)
+    frame.window_increment = 2 ** 31 - 1
+    client.send_raw(frame.serialize())
+
+
+def _length_mismatch(client):
+    sid = client.get(b"/echo", method=b"POST", extra=[(b"content-length", b"3")], end=False)
+    client.conn.send_data(sid, b"more than three", end_stream=True)
+    client.flush()
+
+
+def _empty_data_flood(client):
+    sid = client.get(b"/echo", method=b"POST", end=False)
+    for _ in range(3000):
+        client.conn.send_data(sid, b"")
+        client.flush()
+
+
+@pytest.mark.parametrize("attack, code", [
+    (_ping_flood, ErrorCodes.ENHANCE_YOUR_CALM),
+    (_settings_flood, ErrorCodes.ENHANCE_YOUR_CALM),
+    (_empty_data_flood, ErrorCodes.ENHANCE_YOUR_CALM),
+    (_window_overflow, ErrorCodes.FLOW_CONTROL_ERROR),
+    (_length_mismatch, ErrorCodes.PROTOCOL_ERROR),
+])
+def test_hostile_input_cuts_that_connection_only(gw, attack, code):
+    bystander = H2Client(h2c_port(gw))
+    client = H2Client(h2c_port(gw), validate=False)
+    client.run_until(lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+    try:
+        attack(client)
+    except OSError:
+        pass   # cut while we wrote
+    try:
+        client.run_until(lambda: client.terminated is not None or client.closed, timeout=10)
+    except Exception:   # h2 refuses what follows the GOAWAY: the connection is over anyway
+        pass
+    assert client.terminated is not None and client.terminated.error_code == code
+    sid = bystander.get(b"/bytes?n=10")
+    bystander.run_until(lambda: sid in bystander.ended)
+    assert bystander.status(sid) == b"200"
+    client.close()
+    bystander.close()
