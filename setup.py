@@ -22,6 +22,7 @@ setup(
     install_requires=[
         "gevent>=24",
         "gevent-websocket>=0.10",
+        "h2>=4.1",
         "httptools>=0.6",
         "requests>=2.31",
         "prometheus_client>=0.20",
@@ -40,6 +41,7 @@ setup(
             "hypothesis>=6",
             "h11>=0.14",
             "pyyaml>=6",
+            "httpx[http2]>=0.27",
             "ruff>=0.6",
         ],
     },

@@ -30,7 +30,7 @@ from .acme_client import AcmeClient, AcmeError
 from .acme_schedule import LOCK_POLL, next_action, retry_delay
 from .certstore import CertStore, iso, new_private_key, slot_name
 from .config import is_host
-from .listener import base_context
+from .listener import alpn_for, base_context
 from .tlshello import peek_client_hello
 
 log = logging.getLogger("appgw.acme")
@@ -83,6 +83,7 @@ class Slot:
         self.manager = manager
         self.store = manager.store
         self.listener = listener.name
+        self.alpn = alpn_for(listener)   # "h2" too when the listener speaks HTTP/2
         self.names = listener.host_names
         self.slot = slot_name(self.names, gateway.acme_directory)
         self.settings(gateway, available)
@@ -121,7 +122,7 @@ class Slot:
         if stored is None:
             return
         try:
-            context = base_context()
+            context = base_context(self.alpn)
             context.load_cert_chain(stored.path)
         except (ssl.SSLError, OSError) as exc:
             log.error("%s: the stored certificate %s cannot be used: %s", self.label(), stored.path, exc)

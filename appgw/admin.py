@@ -213,6 +213,15 @@ class Collector:
             connections.add_metric([_label(listener)], n)
         yield connections
 
+        by_protocol = CounterMetricFamily("appgw_requests_by_protocol", "Requests answered, by client protocol.",
+                                          labels=["protocol"])
+        total = sum(stats.requests.values())
+        by_protocol.add_metric(["HTTP/1"], total - stats.http2_requests)
+        by_protocol.add_metric(["HTTP/2"], stats.http2_requests)
+        yield by_protocol
+        yield GaugeMetricFamily("appgw_http2_connections_active", "Open client connections speaking HTTP/2.",
+                                value=stats.http2_connections)
+
         yield GaugeMetricFamily("appgw_websocket_sessions_active", "Open WebSocket sessions.",
                                 value=stats.websocket_active)
         yield CounterMetricFamily("appgw_websocket_sessions", "WebSocket sessions opened.",

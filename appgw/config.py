@@ -197,6 +197,8 @@ class Listener:
     host_names: tuple[str, ...] = ()
     certificate: str = ""
     private_key: str = ""
+    http2: bool = False              # https: "h2" by ALPN; http: h2 with prior knowledge
+    max_concurrent_streams: int = 100
     acme: bool = False
     error_pages: tuple[tuple[int, bytes], ...] = ()    # beat the gateway's for the same status
     host: str = field(init=False, default="")

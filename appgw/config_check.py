@@ -447,6 +447,8 @@ def read_listener(t: Table, base_dir: str) -> Optional[Listener]:
             t.add(f"host_names[{i}]", f"duplicate host name {quote(host_name)}")
     t.string("certificate", check_text)
     t.string("private_key", check_text)
+    t.boolean("http2")
+    t.integer("max_concurrent_streams", 1, 2 ** 31 - 1)
     read_error_pages(t, base_dir)
     acme = t.boolean("acme")
     if t.ok("protocol") and acme:
@@ -947,6 +949,12 @@ def check_shared_bind(t: Table, group: list[Listener]) -> None:
     if listener.protocol != first.protocol:
         t.add("protocol", f"{quote(listener.protocol)} differs from {quote(first.protocol)} "
                           f"of listener {quote(first.name)} on the same bind {listener.address}")
+    for key in ("http2", "max_concurrent_streams"):
+        # Chosen before the Host is known (the h2c preface, the ALPN answer).
+        mine, theirs = getattr(listener, key), getattr(first, key)
+        if t.ok(key) and mine != theirs:
+            t.add(key, f"{str(mine).lower()} differs from {str(theirs).lower()} "
+                       f"of listener {quote(first.name)} on the same bind {listener.address}")
     catch_all = next((other for other in group if not other.host_names), None)
     if not listener.host_names and catch_all:
         t.problems.add(t.path, f"listener {quote(catch_all.name)} already takes every host name "

@@ -11,6 +11,8 @@ import ssl
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from . import h2conn, h2stream
+from .h2frontend import PREFACE
 from .proxy import Connection
 
 
@@ -72,8 +74,13 @@ def base_context(alpn=("http/1.1",)) -> ssl.SSLContext:
     return ctx
 
 
+def alpn_for(listener):
+    """What a listener offers by ALPN: "h2" first when it speaks HTTP/2."""
+    return ("h2", "http/1.1") if listener.http2 else ("http/1.1",)
+
+
 def server_context(listener) -> ssl.SSLContext:
-    ctx = base_context()
+    ctx = base_context(alpn_for(listener))
     ctx.load_cert_chain(listener.certificate, listener.private_key)
     return ctx
 
@@ -90,7 +97,8 @@ class TLSContexts:
                             for routes in site.listeners if not routes.listener.acme}
         self.site = site
         self.acme = acme
-        self.default = base_context()
+        # Listeners sharing a bind share http2: the default offers what they all do.
+        self.default = base_context(alpn_for(site.listeners[0].listener))
         self.default.sni_callback = self._pick
 
     def _pick(self, ssl_object, server_name, _ctx):
@@ -139,15 +147,26 @@ class BindServer:
         runtime.stats.connections_active[listener] += 1
         conn = None
         try:
+            timeout = runtime.config.gateway.client_header_timeout
+            http2, early = False, b""
             if self.tls is not None:
-                tls = self.handshake(sock, runtime.config.gateway.client_header_timeout)
+                tls = self.handshake(sock, timeout)
                 if tls is None:
                     return
                 sock = tls
+                http2 = tls.selected_alpn_protocol() == "h2"
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if site.listeners[0].listener.http2:
+                    http2, early = sniff_preface(sock, timeout)
+                    if http2 is None:
+                        return
             ip, port = (address[0], address[1]) if isinstance(address, tuple) else ("unix", 0)
-            conn = Connection(sock, ip, site, runtime, port)
+            if http2:
+                conn = h2conn.Session(sock, ip, site, runtime, h2stream.serve_stream, early, port)
+            else:
+                conn = Connection(sock, ip, site, runtime, port)
+                conn.buf = early
             runtime.connections.add(conn)
             conn.serve()
         finally:
@@ -173,3 +192,29 @@ class BindServer:
             tls.close()
             return None
         return tls
+
+
+def sniff_preface(sock, timeout):
+    """(True, bytes read) when a plain connection starts with the HTTP/2
+    preface (h2c with prior knowledge), (False, bytes read) when it does not,
+    (None, b"") when the client sent nothing in time. The first bytes are
+    peeked, not read, so an HTTP/1 request is read by its own path; only a
+    preface that arrives in pieces is read, and handed on."""
+    sock.settimeout(timeout)
+    try:
+        seen = sock.recv(len(PREFACE), socket.MSG_PEEK)
+        if not seen:
+            return None, b""
+        if not PREFACE.startswith(seen[:len(PREFACE)]):
+            return False, b""
+        if len(seen) == len(PREFACE):
+            return True, b""
+        got = b""
+        while len(got) < len(PREFACE) and PREFACE.startswith(got):
+            data = sock.recv(len(PREFACE) - len(got))
+            if not data:
+                return None, b""
+            got += data
+        return PREFACE.startswith(got) and len(got) == len(PREFACE), got
+    except OSError:   # socket.timeout included
+        return None, b""

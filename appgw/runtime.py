@@ -154,6 +154,7 @@ class Runtime:
         self._open(sockets)
         self.probers.update(self.snapshot)
         self._retire(old)
+        self._goaway()
         self.apps.retain({pool.app for pool in config.backend_pools if pool.app})
         if self.admin is not None and config.gateway.admin_bind != old.config.gateway.admin_bind:
             self.admin.stop()
@@ -202,6 +203,7 @@ class Runtime:
         for conn in list(self.connections):
             if conn.waiting:
                 conn.close()
+        self._goaway()
         self._drain(time.monotonic() + drain)
         if self.connections or self.sessions:
             log.info("closing %d connection(s) still open after %gs",
@@ -210,6 +212,14 @@ class Runtime:
             self._drain(time.monotonic() + 0.5)   # their greenlets end, and log
         self._finish()
         log.info("stopped")
+
+    def _goaway(self):
+        """HTTP/2 connections are told (GOAWAY) to take new requests elsewhere:
+        on stop, and on reload, so that they reconnect to the new config."""
+        for conn in list(self.connections):
+            drain = getattr(conn, "drain", None)
+            if drain is not None:
+                drain()
 
     def _drain(self, deadline):
         """Until nothing is open or the deadline: woken by the last one to

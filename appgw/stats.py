@@ -62,6 +62,8 @@ class Stats:
         self.bytes_sent = 0                            # to clients
         self.backend_seconds = collections.defaultdict(Histogram)  # pool -> histogram
         self.probes = collections.Counter()            # (pool, "ok"|"fail") -> n
+        self.http2_requests = 0                        # of the requests above, those over HTTP/2
+        self.http2_connections = 0                     # open client connections speaking HTTP/2
         self.websocket_ended = collections.Counter()   # listener -> sessions ended (their 101s)
         self.servers = collections.defaultdict(ServerCounters)  # server label -> counters
 

@@ -947,3 +947,28 @@ def test_app_that_cannot_be_imported_is_a_problem_with_the_others():
     problems = err.value.problems
     assert any(p.startswith("appgw.toml: backend_pools[0].app: cannot import 'no_such_module_xyz'") for p in problems)
     assert any(p.startswith("appgw.toml: gateway.workers:") for p in problems)
+
+
+# --- HTTP/2 keys ------------------------------------------------------------------
+
+def test_http2_keys_default_and_are_read():
+    listener = parse(BASE).listener_by_name["http"]
+    assert (listener.http2, listener.max_concurrent_streams) == (False, 100)
+    text = BASE.replace('bind = "0.0.0.0:80"', 'bind = "0.0.0.0:80"\nhttp2 = true\nmax_concurrent_streams = 8')
+    listener = parse(text).listener_by_name["http"]
+    assert (listener.http2, listener.max_concurrent_streams) == (True, 8)
+
+
+def test_http2_keys_are_checked():
+    text = BASE.replace('bind = "0.0.0.0:80"', 'bind = "0.0.0.0:80"\nhttp2 = "yes"\nmax_concurrent_streams = 0')
+    assert problems(text) == lines(
+        'listeners[0].http2: must be true or false, got string "yes"',
+        "listeners[0].max_concurrent_streams: must be between 1 and 2147483647, got 0")
+
+
+def test_a_shared_bind_needs_one_http2_setting():
+    second = site("b", host_names='["b.example.com"]').replace(
+        'protocol = "http"', 'protocol = "http"\nhttp2 = true\nmax_concurrent_streams = 5')
+    assert problems(POOL + site("a", host_names='["a.example.com"]') + second) == lines(
+        'listeners[1].http2: true differs from false of listener "a" on the same bind 0.0.0.0:80',
+        'listeners[1].max_concurrent_streams: 5 differs from 100 of listener "a" on the same bind 0.0.0.0:80')

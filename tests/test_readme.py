@@ -128,7 +128,7 @@ def key_tables():
         if heading and heading.group(1) in TABLES:
             current = tables.setdefault(heading.group(1), {})
             continue
-        row = re.match(r"^\| `([a-z_]+)` \| ([^|]+) \|", line)
+        row = re.match(r"^\| `([a-z0-9_]+)` \| ([^|]+) \|", line)
         if row and current is not None:
             assert row.group(1) not in current, f"{row.group(1)} listed twice"
             current[row.group(1)] = row.group(2).strip()
