@@ -262,7 +262,7 @@ def test_ping_flood_is_cut():
 def test_settings_flood_is_cut():
     server, client, *_ = pair()
     with pytest.raises(Cut, match="SETTINGS"):
-        for i in range(1000):
+        for _ in range(1000):
             frame = SettingsFrame(0)
             frame.settings = {SettingsFrame.HEADER_TABLE_SIZE: 4096}
             server.receive(frame.serialize())
