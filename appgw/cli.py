@@ -10,7 +10,7 @@ import sys
 
 
 def parse_args(argv):
-    from . import __version__
+    from appgw import __version__
 
     parser = argparse.ArgumentParser(prog="appgw", description="HTTP and WebSocket application gateway",
                                      epilog="appgw import-azure TEMPLATE.json [-o FILE] turns an Azure "
@@ -26,7 +26,7 @@ def parse_args(argv):
 def load(path):
     """The checked config (in-process apps imported), or None after printing
     every problem."""
-    from .config import ConfigError, load_config
+    from appgw.config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -55,23 +55,23 @@ def main(argv=None):
     if config is None:
         return 1
     if args.check:
-        from .summary import summarize
+        from appgw.config.summary import summarize
 
         print(summarize(config))
         return 0
 
-    from .accesslog import AccessLogError
-    from .listener import BindError
+    from appgw.control.accesslog import AccessLogError
+    from appgw.control.listener import BindError
 
     def reload_config(path):
         return load(path)
 
     try:
         if config.gateway.workers > 1:
-            from .workers import Master
+            from appgw.control.workers import Master
 
             return Master(config, reload_config).run()
-        from .runtime import Runtime
+        from appgw.control.runtime import Runtime
 
         return Runtime(config, reload_config).run()
     except (BindError, AccessLogError) as exc:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from appgw.accesslog import AccessLog, Entry
+from appgw.control.accesslog import AccessLog, Entry
 
 pytestmark = pytest.mark.sansio
 

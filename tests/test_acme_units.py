@@ -14,11 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from appgw import acme_challenges as ch
-from appgw.acme_schedule import next_action, parse_retry_after, renewal_time, retry_delay
-from appgw.certstore import CertInfo, CertStore, new_private_key, slot_name, write_private
+from appgw.acme import challenges as ch
+from appgw.acme.schedule import next_action, parse_retry_after, renewal_time, retry_delay
+from appgw.acme.store import CertInfo, CertStore, new_private_key, slot_name, write_private
 from appgw.config import ConfigError, parse_config
-from appgw.tlshello import NotClientHello, parse_client_hello
+from appgw.http.tlshello import NotClientHello, parse_client_hello
 from harness import run_appgw
 
 
@@ -306,7 +306,7 @@ def test_check_says_what_is_stored(tmp_path):
 def test_an_unreachable_ca_is_a_connection_failure_with_the_reason(tmp_path):
     """A directory nobody listens on: AcmeError("connection", ...) naming it
     and the socket's reason, and the challenge files are withdrawn."""
-    from appgw.acme_client import AcmeClient, AcmeError
+    from appgw.acme.client import AcmeClient, AcmeError
     from harness import free_port
 
     url = f"https://127.0.0.1:{free_port()}/dir"
@@ -332,7 +332,7 @@ def test_an_unreachable_ca_is_a_connection_failure_with_the_reason(tmp_path):
 def test_certificate_warnings_within_14_days(tmp_path):
     """File certificates too: 10 days left is flagged, 30 days is not; an
     ACME listener with nothing stored says so."""
-    from appgw.cert_report import listener_certificate
+    from appgw.acme.report import listener_certificate
 
     config = parse_config(acme_config(), "appgw.toml", base_dir=str(tmp_path))
     entry = listener_certificate(config.listener_by_name["secure"], config.gateway)
@@ -370,13 +370,13 @@ def test_exchange_answers_a_pending_http01_token_before_routing(tmp_path):
     any other token, method or bind is routed as usual."""
     from types import SimpleNamespace
 
-    from appgw.accesslog import AccessLog
-    from appgw.acme_manager import AcmeManager
-    from appgw.balancer import Backend
-    from appgw.exchange import Exchange
-    from appgw.router import Redirector
-    from appgw.snapshot import build_snapshot
-    from appgw.stats import Stats
+    from appgw.control.accesslog import AccessLog
+    from appgw.acme.manager import AcmeManager
+    from appgw.upstream.balancer import Backend
+    from appgw.exchange.exchange import Exchange
+    from appgw.routing.router import Redirector
+    from appgw.routing.snapshot import build_snapshot
+    from appgw.control.stats import Stats
 
     config = parse_config(acme_config(gateway=f'acme_directory = "https://acme.example/dir"\n'
                                               f'acme_storage = "{tmp_path}"\nadmin_bind = ""\naccess_log = ""')
@@ -408,7 +408,7 @@ def test_exchange_answers_a_pending_http01_token_before_routing(tmp_path):
 
 @pytest.mark.sansio
 def test_an_sni_name_names_no_file_outside_the_challenges():
-    from appgw.acme_manager import alpn_challenge_file
+    from appgw.acme.manager import alpn_challenge_file
 
     assert alpn_challenge_file("alpn.test") == "alpn.test.pem"
     for name in ("", "../account.key", "../../certificates/a.test-1/certificate", "a/b", ".hidden", "a..b"):
@@ -423,7 +423,7 @@ def test_a_rate_limit_answer_carries_its_retry_after(tmp_path, certs):
     import json
     import threading
 
-    from appgw.acme_client import AcmeClient, AcmeError
+    from appgw.acme.client import AcmeClient, AcmeError
 
     class RateLimitedCA(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):

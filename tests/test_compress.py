@@ -7,7 +7,7 @@ import zlib
 import brotli
 import pytest
 
-from appgw.compress import (
+from appgw.exchange.compress import (
     BR, GZIP, PIECE, CompressPolicy, Encoder, client_coding, compressed_lines, has_range, negotiate,
     vary_lines,
 )

@@ -13,7 +13,7 @@ from appgw.config import (
     DEFAULT_PROBE, DEFAULT_SETTINGS, BackendSettings, ConfigError, Gateway,
     Listener, Server, load_config, parse_config,
 )
-from appgw.summary import summarize
+from appgw.config.summary import summarize
 
 pytestmark = pytest.mark.sansio
 

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from appgw.config import DEFAULT_COMPRESS_TYPES, ConfigError, UrlRewrite, parse_config
-from appgw.summary import summarize
+from appgw.config.summary import summarize
 
 LISTENER = """
 [[listeners]]

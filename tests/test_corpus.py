@@ -20,10 +20,10 @@ from pathlib import Path
 import h11
 import pytest
 
-from appgw.early import HeadScanner, early_verdict
-from appgw.errors import ClientError
-from appgw.http1 import CHUNKED, LAST_CHUNK, LENGTH, ChunkedDecoder, FramingError, chunk
-from appgw.policy import backend_head, parse_request
+from appgw.http.early import HeadScanner, early_verdict
+from appgw.http.errors import ClientError
+from appgw.http.h1 import CHUNKED, LAST_CHUNK, LENGTH, ChunkedDecoder, FramingError, chunk
+from appgw.http.policy import backend_head, parse_request
 from harness import Gateway, free_port, read_http_response, start_backend
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

@@ -1,6 +1,6 @@
 """Early verdicts, extension methods and dropped names, without sockets.
 
-- appgw/early.py judges a head while it arrives; its verdict on any cut of a
+- appgw/http/early.py judges a head while it arrives; its verdict on any cut of a
   head must be "not yet" or the one `policy.parse_request` gives the whole
   head (checked byte by byte on request lines and on the fuzzers' heads).
 - Extension methods: any token is a method; llhttp is given a placeholder in
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from appgw import headlines
-from appgw.early import HeadScanner, early_verdict
-from appgw.errors import ClientError
-from appgw.policy import IDEMPOTENT, backend_head, parse_request
+from appgw.http import headlines
+from appgw.http.early import HeadScanner, early_verdict
+from appgw.http.errors import ClientError
+from appgw.http.policy import IDEMPOTENT, backend_head, parse_request
 from test_corpus import CASES, parse_forwarded
 from test_fuzz_policy import built_heads, mutated_heads
 

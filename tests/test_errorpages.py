@@ -2,7 +2,7 @@
 import pytest
 
 from appgw.config import parse_config
-from appgw.errorpages import GENERIC, PAGE_STATUSES, REASONS, ErrorPages, generic_body, pages_for, reason
+from appgw.exchange.errorpages import GENERIC, PAGE_STATUSES, REASONS, ErrorPages, generic_body, pages_for, reason
 
 
 def config(tmp_path, gateway_pages, listener_pages):

@@ -8,16 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from appgw.accesslog import AccessLog
-from appgw.acme_manager import AcmeManager
-from appgw.balancer import Backend
+from appgw.control.accesslog import AccessLog
+from appgw.acme.manager import AcmeManager
+from appgw.upstream.balancer import Backend
 from appgw.config import parse_config
-from appgw.errors import BackendError, ClientError
-from appgw.exchange import ANSWERED, AWAITING, DONE, NEW, SENDING, Exchange
-from appgw.http1 import UNTIL_CLOSE
-from appgw.router import Redirector
-from appgw.snapshot import build_snapshot
-from appgw.stats import Stats
+from appgw.http.errors import BackendError, ClientError
+from appgw.exchange.exchange import ANSWERED, AWAITING, DONE, NEW, SENDING, Exchange
+from appgw.http.h1 import UNTIL_CLOSE
+from appgw.routing.router import Redirector
+from appgw.routing.snapshot import build_snapshot
+from appgw.control.stats import Stats
 
 pytestmark = pytest.mark.sansio
 

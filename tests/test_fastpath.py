@@ -1,4 +1,4 @@
-"""The event-loop fast path (appgw/fastpath.py) end to end.
+"""The event-loop fast path (appgw/downstream/h1_fast.py) end to end.
 
 A plain-HTTP keep-alive connection with nothing buffered parks its greenlet;
 a body-less request whose server has an idle pooled connection is then sent
@@ -584,7 +584,7 @@ def test_client_leaving_mid_request_does_not_disturb_the_next_client(gateway_fac
 def test_a_burst_over_many_warm_connections_gives_each_client_its_own_answers(gateway_factory,
                                                                             wsgi_backend):
     """Requests that arrive together are sent on, and answered, together at
-    the end of the loop iteration (appgw/coalesce.py). Each answer must still
+    the end of the loop iteration (appgw/downstream/coalesce.py). Each answer must still
     reach its own client, also when a client of the burst resets its
     connection before its answer is out."""
     gw = start(gateway_factory, [wsgi_backend.address])

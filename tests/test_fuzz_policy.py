@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from appgw.errors import ClientError
-from appgw.http1 import CHUNKED, LAST_CHUNK, LENGTH, NONE
-from appgw.policy import backend_head, parse_request
+from appgw.http.errors import ClientError
+from appgw.http.h1 import CHUNKED, LAST_CHUNK, LENGTH, NONE
+from appgw.http.policy import backend_head, parse_request
 from test_corpus import ACCEPTED, parse_forwarded
 
 pytestmark = pytest.mark.sansio

@@ -11,10 +11,10 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
 
-from appgw.errors import ClientError
-from appgw.h2frontend import Cut, Frontend, Malformed, request_from_h2, response_headers
-from appgw.http1 import CHUNKED, LENGTH, NONE
-from appgw.policy import backend_head
+from appgw.http.errors import ClientError
+from appgw.http.h2 import Cut, Frontend, Malformed, request_from_h2, response_headers
+from appgw.http.h1 import CHUNKED, LENGTH, NONE
+from appgw.http.policy import backend_head
 
 
 class Clock:

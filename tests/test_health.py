@@ -9,8 +9,8 @@ import requests
 import urllib3
 
 from appgw.config import Probe, parse_config
-from appgw.health import HEALTHY, UNHEALTHY, UNKNOWN, HealthState, ProbeResult
-from appgw.prober import JITTER, failure_reason, format_ranges, next_due
+from appgw.control.health import HEALTHY, UNHEALTHY, UNKNOWN, HealthState, ProbeResult
+from appgw.control.prober import JITTER, failure_reason, format_ranges, next_due
 
 pytestmark = pytest.mark.sansio
 
@@ -226,7 +226,7 @@ def test_adopt_goes_on_from_the_old_state_with_the_new_thresholds():
 # --- waking requests that wait for a server (retry_window) --------------------------
 
 def test_wakeup_is_edge_triggered():
-    from appgw.health import Wakeup
+    from appgw.control.health import Wakeup
 
     wakeup = Wakeup()
     wakeup.fire()                   # nobody waits: only the time is noted
@@ -243,9 +243,9 @@ def test_wait_for_server_counts_a_success_from_before_the_wait_and_times_out_oth
 
     from gevent.event import Event
 
-    from appgw.balancer import Backend
+    from appgw.upstream.balancer import Backend
     from appgw.config import BackendPool, BackendSettings
-    from appgw.upstream import Endpoint
+    from appgw.upstream.endpoint import Endpoint
 
     endpoints = [Endpoint(("p", f"s{i}", None, None), f"s{i}", host="127.0.0.1", port=9) for i in range(2)]
     backend = Backend(BackendPool(name="p"), BackendSettings(name="s", retry_window=1), endpoints)

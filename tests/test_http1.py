@@ -3,10 +3,10 @@ appgw.policy: bytes in, values out, no sockets."""
 import httptools
 import pytest
 
-from appgw.errors import ClientError
-from appgw.http1 import (CHUNKED, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError,
+from appgw.http.errors import ClientError
+from appgw.http.h1 import (CHUNKED, LAST_CHUNK, LENGTH, NONE, UNTIL_CLOSE, ChunkedDecoder, FramingError,
                          chunk, parse_head, parse_response_head)
-from appgw.policy import backend_head, client_head, parse_request, parse_response
+from appgw.http.policy import backend_head, client_head, parse_request, parse_response
 
 pytestmark = pytest.mark.sansio
 

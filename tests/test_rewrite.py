@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from appgw.config import parse_config
-from appgw.policy import parse_request
-from appgw.rewrite import RewriteView, apply_header_edits, compile_sets
+from appgw.http.policy import parse_request
+from appgw.exchange.rewrite import RewriteView, apply_header_edits, compile_sets
 
 BASE = """
 [[listeners]]

@@ -3,9 +3,9 @@ the runtime does it: parse_config -> build_snapshot -> snapshot.sites."""
 import pytest
 
 from appgw.config import parse_config
-from appgw.policy import parse_request
-from appgw.router import Redirector, host_name
-from appgw.snapshot import build_snapshot
+from appgw.http.policy import parse_request
+from appgw.routing.router import Redirector, host_name
+from appgw.routing.snapshot import build_snapshot
 
 pytestmark = pytest.mark.sansio
 

@@ -15,7 +15,7 @@ from gevent import monkey
 monkey.patch_all()
 import socket, ssl, sys
 import gevent
-from appgw import sockio
+from appgw.upstream import sockio
 
 def check(what, ok):
     if not ok:

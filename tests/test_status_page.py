@@ -26,14 +26,14 @@ import websocket
 
 from harness import free_port, wait_until
 
-from appgw.accesslog import Entry
-from appgw.admin import servers_by_pool
+from appgw.control.accesslog import Entry
+from appgw.control.admin import servers_by_pool
 from appgw.config import parse_config
-from appgw.rates import RateHistory
-from appgw.snapshot import build_snapshot
-from appgw.stats import BUCKETS, Histogram, Stats
-from appgw.status_doc import status_document
-from appgw.status_page import PAGE
+from appgw.control.rates import RateHistory
+from appgw.routing.snapshot import build_snapshot
+from appgw.control.stats import BUCKETS, Histogram, Stats
+from appgw.control.status_doc import status_document
+from appgw.control.status_page import PAGE
 
 CONFIG = """
 [gateway]

@@ -211,7 +211,7 @@ def wait_session_line(gateway, timeout=10):
     line = wait_until(lambda: session_lines(gateway), timeout,
                       message="a status 101 line in the access log")[-1]
     escaped = [block for block in gateway.stderr_text().split("Traceback")[1:]
-               if "relay.py" in block or "proxy.py" in block]
+               if "relay.py" in block or "h1.py" in block]
     assert not escaped, "Traceback" + escaped[0]
     return line
 

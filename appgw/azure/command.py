@@ -117,7 +117,7 @@ def check(text: str, path: str, placeholders: list) -> tuple:
     Problems that are only a placeholder file still to be made do not fail it.
     """
     from appgw.config import ConfigError, parse_config
-    from appgw.summary import summarize
+    from appgw.config.summary import summarize
 
     filename = "<stdout>" if path == "-" else path
     base_dir = os.getcwd() if path == "-" else os.path.dirname(os.path.abspath(path))

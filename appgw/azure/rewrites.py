@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from appgw import rewrite
+from appgw.exchange import rewrite
 from appgw.azure.model import Table
 from appgw.azure.reader import Skip
 from appgw.azure.source import View

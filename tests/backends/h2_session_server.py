@@ -20,9 +20,9 @@ import gevent  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 from appgw.config import parse_config  # noqa: E402
-from appgw.h2conn import Session  # noqa: E402
-from appgw.h2frontend import request_from_h2, response_headers  # noqa: E402
-from appgw.stats import Stats  # noqa: E402
+from appgw.downstream.h2conn import Session  # noqa: E402
+from appgw.http.h2 import request_from_h2, response_headers  # noqa: E402
+from appgw.control.stats import Stats  # noqa: E402
 
 PATTERN = bytes(range(251))
 

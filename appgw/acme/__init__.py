@@ -1,0 +1,1 @@
+"""Automatic certificates from an ACME CA: client, schedule, storage, challenges, reports."""

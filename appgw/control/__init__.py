@@ -1,0 +1,1 @@
+"""The process: runtime, workers, listeners, probes, health, stats, logs, the admin endpoint."""

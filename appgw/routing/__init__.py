@@ -1,0 +1,1 @@
+"""Routing compiled at load: listeners by Host, paths to targets, the serving snapshot."""
