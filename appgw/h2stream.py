@@ -248,13 +248,14 @@ class Tunnel:
     Flow control on the stream and blocking sends on the socket are the
     backpressure both ways; no byte either way for `idle` seconds ends it."""
 
-    __slots__ = ("stream", "upstream", "idle", "last", "up", "down", "ended")
+    __slots__ = ("stream", "upstream", "idle", "last", "up", "down", "ended", "backend_done")
 
     def __init__(self, stream, upstream, idle):
         self.stream, self.upstream, self.idle = stream, upstream, idle
         self.last = time.monotonic()
         self.up = self.down = 0
-        self.ended = ""
+        self.ended = ""             # the first cause, in the relay's words (+ "client reset")
+        self.backend_done = False   # the backend ended its direction (END_STREAM sent)
 
     def end(self, why):
         self.ended = self.ended or why
@@ -263,12 +264,12 @@ class Tunnel:
         pump = gevent.spawn(self.pump_up)
         try:
             self.pump_down(early)
-            if self.ended == "closed":
+            if self.backend_done:
                 pump.join()   # the backend is done sending: the client may still be
         finally:
             if not pump.dead:
                 pump.kill(block=False)
-            if self.ended != "closed":
+            if not self.backend_done:
                 self.stream.reset(ErrorCodes.CANCEL)
 
     def quiet_for(self):
@@ -286,6 +287,7 @@ class Tunnel:
                         break
                     continue
                 if not data:
+                    self.end("client close")
                     upstream.shutdown(socket.SHUT_WR)   # the client's END_STREAM: a half-close
                     return
                 self.last = time.monotonic()
@@ -294,7 +296,7 @@ class Tunnel:
         except StreamGone:
             self.end("client reset")
         except OSError:
-            self.end("backend error")
+            self.end("error")
         self._shut()
 
     def pump_down(self, early):
@@ -318,12 +320,13 @@ class Tunnel:
                     continue
                 if not data:
                     stream.end()   # the backend's FIN: END_STREAM, the client may go on sending
-                    self.end("closed")
+                    self.backend_done = True
+                    self.end("backend close")
                     return
         except (StreamGone, socket.timeout):
             self.end("client reset")
         except OSError:
-            self.end("backend error")
+            self.end("error")
         self._shut()
 
     def _shut(self):

@@ -478,3 +478,57 @@ def test_hostile_input_cuts_that_connection_only(gw, attack, code):
     assert bystander.status(sid) == b"200"
     client.close()
     bystander.close()
+
+
+def test_chromium_loads_the_demo_over_h2_and_its_websocket_echoes(gateway_factory, certs, tmp_path):
+    from test_websocket import CONFIG, run_chromium
+    tls = f'certificate = "{certs.cert}"\nprivate_key = "{certs.key}"\nhttp2 = true'
+    gateway = gateway_factory(CONFIG, port=free_port(), protocol="https", tls=tls,
+                              pool='app = "backends.ws_browser_app:app"', settings="request_timeout = 20",
+                              log_format="combined")
+    text = "hello over h2"
+    dom = run_chromium(gateway.url("/drive?text=hello%20over%20h2"), tmp_path, "--ignore-certificate-errors")
+    assert f'<p id="result">echoed:{text}</p>' in dom, dom[:500]
+    out = gateway.wait_for_output("GET /report?echo=hello%20over%20h2", stream="stdout")
+    assert '"GET / HTTP/2.0" 200' in out     # the demo page came over HTTP/2
+    # Which WebSocket Chromium chose: RFC 8441 on the h2 connection (a 200
+    # on HTTP/2.0), or a separate HTTP/1.1 connection (a 101).
+    wait_until(lambda: '"GET /ws/echo HTTP/' in gateway.stdout_text(), message="the WebSocket's log line")
+    line = next(l for l in gateway.stdout_text().splitlines() if '"GET /ws/echo HTTP/' in l)
+    print("Chromium's WebSocket:", line)
+    assert '"GET /ws/echo HTTP/2.0" 200' in line or '"GET /ws/echo HTTP/1.1" 101' in line
+
+
+def ws_over_h2(gateway_factory, backend_factory, mode):
+    backend = backend_factory("ws_raw_backend.py", "--mode", mode)
+    gateway = h2c_gateway(gateway_factory, backend)
+    client = H2Client(gateway.port())
+    client.run_until(lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [
+        (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+        (b":path", b"/chat"), (b":authority", b"localhost"), (b"sec-websocket-version", b"13")])
+    client.flush()
+    client.run_until(lambda: sid in client.responses)
+    assert client.status(sid) == b"200"
+    return backend, gateway, client, sid
+
+
+def test_websocket_end_stream_is_a_half_close_to_the_backend(gateway_factory, backend_factory):
+    backend, gateway, client, sid = ws_over_h2(gateway_factory, backend_factory, "eof-then-send")
+    client.conn.send_data(sid, ws_frame(b"one") + ws_frame(b"two"), end_stream=True)
+    client.flush()
+    # The backend saw EOF after both frames and still got to answer.
+    client.run_until(lambda: sid in client.ended)
+    assert bytes(client.bodies[sid]).endswith(b"after EOF: one|two")
+    client.close()
+
+
+def test_websocket_backend_half_close_leaves_the_client_direction_open(gateway_factory, backend_factory):
+    backend, gateway, client, sid = ws_over_h2(gateway_factory, backend_factory, "shut-then-read")
+    client.run_until(lambda: sid in client.ended)     # the backend's FIN: END_STREAM
+    assert bytes(client.bodies[sid]).endswith(b"backend done writing")
+    client.conn.send_data(sid, ws_frame(b"still sending"), end_stream=True)
+    client.flush()
+    wait_until(lambda: "RECEIVED still sending" in backend.stderr_text(), message="the backend to get it")
+    client.close()
