@@ -16,6 +16,8 @@ from appgw.h2frontend import Cut, Frontend, Malformed, request_from_h2, response
 from appgw.http1 import CHUNKED, LENGTH, NONE
 from appgw.policy import backend_head
 
+pytestmark = pytest.mark.sansio
+
 
 class Clock:
     def __init__(self):
@@ -262,7 +264,7 @@ def test_ping_flood_is_cut():
 def test_settings_flood_is_cut():
     server, client, *_ = pair()
     with pytest.raises(Cut, match="SETTINGS"):
-        for i in range(1000):
+        for _ in range(1000):
             frame = SettingsFrame(0)
             frame.settings = {SettingsFrame.HEADER_TABLE_SIZE: 4096}
             server.receive(frame.serialize())
