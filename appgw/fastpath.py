@@ -29,7 +29,7 @@ from .balancer import Backend
 from .errors import BackendError, ClientError
 from .exchange import AWAITING, RELAYING, ROUTED, Exchange
 from .http1 import HEAD_END, LENGTH, MAX_RESPONSE_HEAD, NONE
-from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV
+from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV, kernel, read_watcher
 
 log = logging.getLogger("appgw")
 
@@ -54,8 +54,8 @@ class FastPath:
 
     def __init__(self, conn):
         self.conn = conn
-        self.raw = conn.sock._sock
-        self.client_event = conn.sock._read_event
+        self.raw = kernel(conn.sock)
+        self.client_event = read_watcher(conn.sock)
         self.glet = None
         self.loop = get_hub().loop
         self.tick = min(conn.gateway.client_header_timeout, conn.gateway.client_idle_timeout)
@@ -91,7 +91,7 @@ class FastPath:
             self.timer.stop()
             self.timer = None
         if self.ex is not None:
-            self.ex.upstream._read_event.stop()
+            read_watcher(self.ex.upstream).stop()
 
     def throw(self, error):
         """gevent's socket.close() wakes whoever waits on the socket by
@@ -223,7 +223,7 @@ class FastPath:
             return      # the connection ended first
         head = ex.up_head
         try:
-            sent = ex.upstream._sock.send(head)
+            sent = kernel(ex.upstream).send(head)
         except OSError:
             sent = 0
         try:
@@ -240,7 +240,7 @@ class FastPath:
     def awaiting(self, ex):
         """The request is out: wait for the answer, within request_timeout."""
         self.buf = b""
-        ex.upstream._read_event.start(self.on_backend)
+        read_watcher(ex.upstream).start(self.on_backend)
         timeout = ex.target.settings.request_timeout
         if timeout < self.tick:
             self.tick = timeout
@@ -252,7 +252,7 @@ class FastPath:
     def on_backend(self):
         ex = self.ex
         try:
-            size = ex.upstream._sock.recv_into(READ_BUFFER)
+            size = kernel(ex.upstream).recv_into(READ_BUFFER)
         except BlockingIOError:
             return
         except OSError:
@@ -303,7 +303,7 @@ class FastPath:
         # A whole answer, and small: it goes out with the burst's other sends
         # (copied: the read buffer is read into again before then). Nothing
         # more is read from the backend meanwhile.
-        ex.upstream._read_event.stop()
+        read_watcher(ex.upstream).stop()
         coalesce.later(self.send_answer, (ex, head, bytes(body)))
 
     def send_answer(self, args):
@@ -341,7 +341,7 @@ class FastPath:
 
     def finish(self, ex):
         conn = self.conn
-        ex.upstream._read_event.stop()
+        read_watcher(ex.upstream).stop()
         self.ex = None
         keep = ex.finish()
         conn.served += 1

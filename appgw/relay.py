@@ -23,7 +23,7 @@ from gevent import get_hub
 
 from . import sockio
 
-from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV
+from .sockio import PLAIN, READ_BUFFER, READ_VIEW, RECV, kernel, read_watcher, tls_object
 
 LINGER = 0.5   # seconds a pump waits for more bytes before its direction parks
 
@@ -40,7 +40,7 @@ def _wait_readable(sock, timer):
     """True when sock became readable, False after timer.repeat seconds."""
     timer.again(_quiet, gevent.getcurrent())
     try:
-        get_hub().wait(sock._read_event)
+        get_hub().wait(read_watcher(sock))
         return True
     except _Quiet:
         return False
@@ -94,13 +94,14 @@ class Session:
     def _park(self, upstream: bool):
         """No greenlet waits: the read watcher calls back when bytes arrive."""
         src = self.client if upstream else self.backend
-        if type(src) is not PLAIN and src._sslobj is not None and src._sslobj.pending():
+        tls = tls_object(src) if type(src) is not PLAIN else None
+        if tls is not None and tls.pending():
             # Decrypted bytes already wait inside TLS: the socket will not
             # become readable for them.
             gevent.spawn_raw(self._pump, upstream)
             return
         try:
-            src._read_event.start(self._wake, upstream)
+            read_watcher(src).start(self._wake, upstream)
         except (OSError, ValueError, AttributeError):
             self.abort("error")
 
@@ -109,7 +110,7 @@ class Session:
         if type(src) is PLAIN and type(dst) is PLAIN:
             self._copy_now(upstream, src, dst)
             return
-        src._read_event.stop()
+        read_watcher(src).stop()
         gevent.spawn_raw(self._pump, upstream)
 
     def _copy_now(self, upstream, src, dst):
@@ -119,13 +120,13 @@ class Session:
         A slow reader on the other side gets a greenlet, blocked in sendall
         with the rest (backpressure)."""
         try:
-            size = src._sock.recv_into(READ_BUFFER, RECV)
+            size = kernel(src).recv_into(READ_BUFFER, RECV)
         except BlockingIOError:
             return
         except OSError:
             size = None
         if not size:
-            src._read_event.stop()
+            read_watcher(src).stop()
             if size is None:
                 self.abort("error")
             else:
@@ -138,11 +139,11 @@ class Session:
         else:
             self.last_down = time.monotonic()
         try:
-            sent = dst._sock.send(data)
+            sent = kernel(dst).send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
-            src._read_event.stop()
+            read_watcher(src).stop()
             self.abort("error")
             return
         if upstream:
@@ -150,7 +151,7 @@ class Session:
         else:
             self.down += sent
         if sent < len(data):
-            src._read_event.stop()
+            read_watcher(src).stop()
             gevent.spawn_raw(self._pump, upstream, bytes(data[sent:]))   # out of the shared buffer
 
     def _pump(self, upstream: bool, unsent=b""):
@@ -257,11 +258,11 @@ def _read_now(sock):
     """Bytes available now, b"" at the end of the stream, None when nothing is there."""
     if type(sock) is PLAIN:
         try:
-            return sock._sock.recv(RECV)
+            return kernel(sock).recv(RECV)
         except BlockingIOError:
             return None
     try:
-        return sock._sslobj.read(RECV)
+        return tls_object(sock).read(RECV)
     except ssl.SSLWantReadError:
         return None
     except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -270,7 +271,7 @@ def _read_now(sock):
 
 def _stop_watching(sock):
     try:
-        sock._read_event.stop()
+        read_watcher(sock).stop()
     except (AttributeError, ValueError, OSError):
         pass
 

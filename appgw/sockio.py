@@ -1,4 +1,5 @@
-"""Socket fast paths for the per-request hot loop.
+"""Socket fast paths for the per-request hot loop, and the one module that
+knows gevent's private socket attributes.
 
 gevent's socket methods are general: sendall asks the kernel for SO_SNDBUF
 on every call and slices the data, recv always tries the syscall before
@@ -7,11 +8,22 @@ gevent keeps non-blocking, and wait on gevent's own read event (with the
 socket's timeout) only when the kernel has nothing. TLS sockets take
 gevent's ordinary path.
 """
+import operator
 import socket
 
 from gevent import get_hub, getcurrent
 
 PLAIN = socket.socket   # gevent's class once monkey patching has run
+
+# gevent's private parts of its sockets, named here and used through these
+# names everywhere else (tests/test_sockio.py fails loudly when a gevent
+# release renames them): the kernel socket gevent keeps non-blocking, the
+# libev read watcher a waiting greenlet parks on, and an SSLSocket's
+# ssl.SSLObject (None before the handshake). attrgetter is C: no Python
+# frame on the hot path.
+kernel = operator.attrgetter("_sock")
+read_watcher = operator.attrgetter("_read_event")
+tls_object = operator.attrgetter("_sslobj")
 RECV = 65536            # bytes asked of the kernel per read
 
 # Reads made in event-loop callbacks (the HTTP fast path, the WebSocket

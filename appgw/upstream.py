@@ -12,7 +12,7 @@ import time
 from gevent.monkey import get_original
 
 from .health import HealthState
-from .sockio import PLAIN
+from .sockio import PLAIN, kernel, read_watcher
 
 # The unpatched select: a zero-timeout poll that never yields to the hub.
 _real_select = get_original("select", "select")
@@ -93,7 +93,7 @@ class Endpoint:
         while idle:
             sock = idle.pop()
             if type(sock) is PLAIN:
-                sock._read_event.stop()
+                read_watcher(sock).stop()
             if not check or _still_open(sock):
                 return sock
             sock.close()
@@ -109,7 +109,7 @@ class Endpoint:
             # the server closed it (or misbehaves), and it is dropped then,
             # not found stale by a request. The watcher also stays started
             # between requests, which spares libev an epoll_ctl per request.
-            sock._read_event.start(self._idle_readable, sock)
+            read_watcher(sock).start(self._idle_readable, sock)
 
     def _idle_readable(self, sock):
         try:
@@ -158,7 +158,7 @@ def _discard(sock):
     # Stop the pool's watcher first: gevent's close() would otherwise try to
     # wake it as if a greenlet were waiting.
     if type(sock) is PLAIN:
-        sock._read_event.stop()
+        read_watcher(sock).stop()
     sock.close()
 
 
@@ -167,7 +167,7 @@ def _still_open(sock) -> bool:
     # server sent FIN (or stray bytes, or a TLS close_notify), so drop it.
     if type(sock) is PLAIN:
         try:
-            return not sock._sock.recv(1, socket.MSG_PEEK)   # b"": FIN; data: stray bytes
+            return not kernel(sock).recv(1, socket.MSG_PEEK)   # b"": FIN; data: stray bytes
         except BlockingIOError:
             return True
         except OSError:

@@ -12,6 +12,7 @@ import time
 
 import h2.events
 import httpx
+import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
 

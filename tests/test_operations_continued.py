@@ -195,7 +195,9 @@ def test_access_log_is_reopened_after_logrotate_moved_it(tmp_path, gateway_facto
     text = gateway_config([wsgi_backend.address], access_log=str(log_path), gateway=f"workers = {workers}")
     gateway = gateway_factory(text, port=port)
     if workers > 1:
-        wait_until(lambda: len(child_pids(gateway.proc.pid)) == workers, 10, message="the workers")
+        # Started, not just forked: a signal before a worker's handlers are in
+        # place finds a process that has not opened its log yet.
+        wait_until(lambda: gateway.stderr_text().count("appgw started") == workers, 10, message="the workers")
     assert requests.get(f"http://127.0.0.1:{port}/name?before", timeout=TIMEOUT).status_code == 200
     wait_until(lambda: log_path.exists() and "/name?before" in log_path.read_text(), message="the first line")
 
