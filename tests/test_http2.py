@@ -533,3 +533,28 @@ def test_websocket_backend_half_close_leaves_the_client_direction_open(gateway_f
     client.flush()
     wait_until(lambda: "RECEIVED still sending" in backend.stderr_text(), message="the backend to get it")
     client.close()
+
+
+def test_a_websocket_over_http2_counts_as_a_session(gateway_factory, backend_factory):
+    import requests
+    backend = backend_factory("ws_raw_backend.py", "--mode", "eof-then-send")
+    text = gateway_config([backend.address], admin=True).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1)
+    gateway = gateway_factory(text, port=free_port())
+    client = H2Client(gateway.port())
+    client.run_until(lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [
+        (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+        (b":path", b"/chat"), (b":authority", b"localhost"), (b"sec-websocket-version", b"13")])
+    client.flush()
+    client.run_until(lambda: sid in client.responses)
+    totals = requests.get(gateway.admin_url("/status.json"), timeout=5).json()["totals"]
+    assert totals["websocket_sessions_open"] == 1
+    client.conn.send_data(sid, ws_frame(b"x"), end_stream=True)
+    client.flush()
+    client.run_until(lambda: sid in client.ended)
+    wait_until(lambda: "ended=client_close" in gateway.stdout_text(), message="the session's log line")
+    totals = requests.get(gateway.admin_url("/status.json"), timeout=5).json()["totals"]
+    assert (totals["websocket_sessions_open"], totals["websocket_sessions_ended"]) == (0, 1)
+    client.close()
