@@ -23,8 +23,8 @@ from . import sockio
 from .errors import BackendError, ClientError
 from .exchange import Exchange
 from .h2conn import StreamGone
-from .h2frontend import Cut, Malformed, request_from_h2, response_headers, websocket_accept
-from .http1 import HEAD_END, LAST_CHUNK, LENGTH, NONE, chunk
+from .h2frontend import Cut, Malformed, request_from_h2, response_headers, trailer_headers, websocket_accept
+from .http1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
 from .policy import parse_response
 from .proxy import ClientGone, Connection
 
@@ -199,6 +199,9 @@ class StreamDriver(Connection):
             return
         self.call(stream.send_headers, headers)
         ex.response_started = True
+        if encoder is None and resp.framing == CHUNKED:
+            self.relay_chunked_h2(ex, bytes(rest), timeout)
+            return
         for data in self.backend_body(ex, rest):
             for out in (encoder.pieces(data) if encoder is not None else (data,)):
                 self.call(stream.send_data, out, False, timeout)
@@ -206,6 +209,31 @@ class StreamDriver(Connection):
         tail = encoder.finish() if encoder is not None else b""
         self.call(stream.send_data, tail, True, timeout)
         entry.sent += len(tail)
+
+    def relay_chunked_h2(self, ex, data, timeout):
+        """A chunked answer's pieces as DATA, its trailer fields (if any) as
+        the stream's last HEADERS."""
+        decoder = ChunkedDecoder()
+        stream = self.stream
+        while True:
+            try:
+                pieces = decoder.feed(data)
+            except FramingError:
+                raise ClientGone() from None   # the stream is reset: the client sees a cut body
+            for piece in pieces:
+                if piece:
+                    self.call(stream.send_data, piece, False, timeout)
+                    ex.entry.sent += len(piece)
+            if decoder.done:
+                if decoder.rest:
+                    ex.unclean()
+                trailers = trailer_headers(decoder.trailers)
+                if trailers:
+                    self.call(stream.send_headers, trailers, True)
+                else:
+                    self.call(stream.end)
+                return
+            data = self.from_backend(ex.upstream)
 
     # -- WebSocket over HTTP/2 -------------------------------------------------------
 

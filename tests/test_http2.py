@@ -558,3 +558,19 @@ def test_a_websocket_over_http2_counts_as_a_session(gateway_factory, backend_fac
     totals = requests.get(gateway.admin_url("/status.json"), timeout=5).json()["totals"]
     assert (totals["websocket_sessions_open"], totals["websocket_sessions_ended"]) == (0, 1)
     client.close()
+
+
+def test_a_chunked_answers_trailers_reach_the_client_as_headers(gateway_factory, backend_factory):
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+              b"5\r\nhello\r\n0\r\nX-Checksum: abc123\r\nContent-Length: 5\r\n\r\n")
+    backend = backend_factory("canned_backend.py", "--hex", answer.hex())
+    text = gateway_config([backend.address], probe_port=backend.port).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1)
+    gateway = gateway_factory(text, port=free_port())
+    client = H2Client(gateway.port())
+    sid = client.get(b"/with-trailers")
+    client.run_until(lambda: sid in client.ended)
+    assert client.status(sid) == b"200" and bytes(client.bodies[sid]) == b"hello"
+    trailers = [e.headers for e in client.events if isinstance(e, h2.events.TrailersReceived)]
+    assert trailers == [[(b"x-checksum", b"abc123")]]   # no framing field among them
+    client.close()
