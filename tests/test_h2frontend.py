@@ -16,6 +16,8 @@ from appgw.http.h2 import Cut, Frontend, Malformed, request_from_h2, response_he
 from appgw.http.h1 import CHUNKED, LENGTH, NONE
 from appgw.http.policy import backend_head
 
+pytestmark = pytest.mark.sansio
+
 
 class Clock:
     def __init__(self):

@@ -78,12 +78,14 @@ class Stats:
         whether or not the access log is on."""
         status = entry.status or 0
         self.request(entry.listener, entry.rule, status, entry.received, entry.sent)
-        if status == 101:
+        # A session is a 101 over HTTP/1.1, a 200 with an end cause over HTTP/2.
+        session = status == 101 or bool(entry.ended)
+        if session:
             self.websocket_ended[entry.listener] += 1
         if entry.server == "-":     # refused or redirected: no server took part
             return
         server = self.servers[entry.server]
-        if status == 101:
+        if session:
             server.websocket_sessions += 1
             return
         server.requests += 1

@@ -23,8 +23,8 @@ from appgw.upstream import sockio
 from appgw.http.errors import BackendError, ClientError
 from appgw.exchange.exchange import Exchange
 from appgw.downstream.h2conn import StreamGone
-from appgw.http.h2 import Cut, Malformed, request_from_h2, response_headers, websocket_accept
-from appgw.http.h1 import HEAD_END, LAST_CHUNK, LENGTH, NONE, chunk
+from appgw.http.h2 import Cut, Malformed, request_from_h2, response_headers, trailer_headers, websocket_accept
+from appgw.http.h1 import CHUNKED, HEAD_END, LAST_CHUNK, LENGTH, NONE, ChunkedDecoder, FramingError, chunk
 from appgw.http.policy import parse_response
 from appgw.downstream.h1 import ClientGone, Connection
 
@@ -199,6 +199,9 @@ class StreamDriver(Connection):
             return
         self.call(stream.send_headers, headers)
         ex.response_started = True
+        if encoder is None and resp.framing == CHUNKED:
+            self.relay_chunked_h2(ex, bytes(rest), timeout)
+            return
         for data in self.backend_body(ex, rest):
             for out in (encoder.pieces(data) if encoder is not None else (data,)):
                 self.call(stream.send_data, out, False, timeout)
@@ -206,6 +209,31 @@ class StreamDriver(Connection):
         tail = encoder.finish() if encoder is not None else b""
         self.call(stream.send_data, tail, True, timeout)
         entry.sent += len(tail)
+
+    def relay_chunked_h2(self, ex, data, timeout):
+        """A chunked answer's pieces as DATA, its trailer fields (if any) as
+        the stream's last HEADERS."""
+        decoder = ChunkedDecoder()
+        stream = self.stream
+        while True:
+            try:
+                pieces = decoder.feed(data)
+            except FramingError:
+                raise ClientGone() from None   # the stream is reset: the client sees a cut body
+            for piece in pieces:
+                if piece:
+                    self.call(stream.send_data, piece, False, timeout)
+                    ex.entry.sent += len(piece)
+            if decoder.done:
+                if decoder.rest:
+                    ex.unclean()
+                trailers = trailer_headers(decoder.trailers)
+                if trailers:
+                    self.call(stream.send_headers, trailers, True)
+                else:
+                    self.call(stream.end)
+                return
+            data = self.from_backend(ex.upstream)
 
     # -- WebSocket over HTTP/2 -------------------------------------------------------
 
@@ -248,13 +276,14 @@ class Tunnel:
     Flow control on the stream and blocking sends on the socket are the
     backpressure both ways; no byte either way for `idle` seconds ends it."""
 
-    __slots__ = ("stream", "upstream", "idle", "last", "up", "down", "ended")
+    __slots__ = ("stream", "upstream", "idle", "last", "up", "down", "ended", "backend_done")
 
     def __init__(self, stream, upstream, idle):
         self.stream, self.upstream, self.idle = stream, upstream, idle
         self.last = time.monotonic()
         self.up = self.down = 0
-        self.ended = ""
+        self.ended = ""             # the first cause, in the relay's words (+ "client reset")
+        self.backend_done = False   # the backend ended its direction (END_STREAM sent)
 
     def end(self, why):
         self.ended = self.ended or why
@@ -263,12 +292,12 @@ class Tunnel:
         pump = gevent.spawn(self.pump_up)
         try:
             self.pump_down(early)
-            if self.ended == "closed":
+            if self.backend_done:
                 pump.join()   # the backend is done sending: the client may still be
         finally:
             if not pump.dead:
                 pump.kill(block=False)
-            if self.ended != "closed":
+            if not self.backend_done:
                 self.stream.reset(ErrorCodes.CANCEL)
 
     def quiet_for(self):
@@ -286,6 +315,7 @@ class Tunnel:
                         break
                     continue
                 if not data:
+                    self.end("client close")
                     upstream.shutdown(socket.SHUT_WR)   # the client's END_STREAM: a half-close
                     return
                 self.last = time.monotonic()
@@ -294,7 +324,7 @@ class Tunnel:
         except StreamGone:
             self.end("client reset")
         except OSError:
-            self.end("backend error")
+            self.end("error")
         self._shut()
 
     def pump_down(self, early):
@@ -318,12 +348,13 @@ class Tunnel:
                     continue
                 if not data:
                     stream.end()   # the backend's FIN: END_STREAM, the client may go on sending
-                    self.end("closed")
+                    self.backend_done = True
+                    self.end("backend close")
                     return
         except (StreamGone, socket.timeout):
             self.end("client reset")
         except OSError:
-            self.end("backend error")
+            self.end("error")
         self._shut()
 
     def _shut(self):

@@ -398,15 +398,23 @@ class Session:
             self.close()
 
     def close(self):
-        """The final GOAWAY and the end of the connection; what the writer
-        has queued goes out first (for FINAL_FLUSH at most)."""
+        """The final GOAWAY and the end of the connection, without waiting:
+        what the writer has queued goes out first (for FINAL_FLUSH at most),
+        then the socket is shut, which ends the reader. A stop closing many
+        connections whose clients do not read is never held up by one."""
         if self.done:
             return
+        self._last_words()
+        gevent.spawn(self._shut_after_flush)
+
+    def _last_words(self):
         self.frontend.close()
         self.done = True
         self.flush()
+
+    def _shut_after_flush(self):
         writer = self.writer
-        if writer is not None and writer is not gevent.getcurrent():
+        if writer is not None:
             writer.join(FINAL_FLUSH)
         self._close_socket()
 
@@ -414,9 +422,14 @@ class Session:
         relay.shutdown(self.sock, socket.SHUT_RDWR)
 
     def _finish(self):
-        """The reader is done: every stream still open ends with the connection."""
+        """The reader is done: every stream still open ends with the
+        connection, and the last frames go out before the listener closes
+        the socket (for FINAL_FLUSH at most)."""
         for stream in list(self.streams.values()):
             self._abort(stream)
-        self.close()
-        if self.writer is not None:
-            self.writer.kill(block=False)
+        if not self.done:
+            self._last_words()
+        writer = self.writer
+        if writer is not None:
+            writer.join(FINAL_FLUSH)
+            writer.kill(block=False)

@@ -107,11 +107,12 @@ class ChunkedDecoder:
 
     `feed(data)` returns the data pieces found so far; once the last chunk and
     its trailer section have been read, `done` is True and `rest` holds the
-    bytes that followed the body (the next pipelined message). Trailers are
-    read and dropped. Raises FramingError on anything outside the grammar.
+    bytes that followed the body (the next pipelined message). Trailer
+    fields are kept in `trailers` ("Name: value" lines, for an HTTP/2 client;
+    HTTP/1 drops them). Raises FramingError on anything outside the grammar.
     """
 
-    __slots__ = ("_buf", "_remaining", "_state", "done", "rest", "total")
+    __slots__ = ("_buf", "_remaining", "_state", "done", "rest", "total", "trailers", "_trailer_size")
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
     MAX_LINE = 4096
@@ -123,6 +124,8 @@ class ChunkedDecoder:
         self.done = False
         self.rest = b""
         self.total = 0
+        self.trailers = []
+        self._trailer_size = 0
 
     def feed(self, data: bytes) -> list:
         out = []
@@ -163,6 +166,11 @@ class ChunkedDecoder:
                     return out
                 elif grammar.FIELD_LINE.fullmatch(line) is None:
                     raise FramingError("malformed trailer field")
+                else:
+                    self._trailer_size += len(line)
+                    if self._trailer_size > MAX_RESPONSE_HEAD:
+                        raise FramingError("trailer section too large")
+                    self.trailers.append(line[:-2])
         self._buf = buf[pos:]
         return out
 

@@ -255,6 +255,20 @@ def response_headers(status: int, passed, drop=HOP_BY_HOP, content_length=None, 
     return headers
 
 
+def trailer_headers(lines):
+    """An h2 trailer block from "Name: value" lines (a chunked body's
+    trailer section): lower-cased, without connection-specific fields or
+    a content-length (RFC 9110 6.5.1: no framing fields in trailers)."""
+    block = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name in _RESPONSE_DROPPED or name == b"content-length" or name == b"transfer-encoding":
+            continue
+        block.append((name, value.strip()))
+    return block
+
+
 def _show(value: bytes) -> str:
     return repr(value[:40])[1:]
 
