@@ -6,6 +6,8 @@ what it lets through and the gateway's own rules (SPEC 4), then builds the
 heads sent on from parsed values only, never by copying raw bytes.
 """
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
 from appgw.http import early
 from appgw.http import headlines
@@ -25,18 +27,30 @@ GATEWAY_SET = frozenset((b"x-forwarded-proto", b"x-forwarded-port", b"x-original
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 
+@dataclass(slots=True, init=False, eq=False)
 class Request:
-    """One checked client request. Header names keep their spelling; `drop`
-    holds the lower-cased names that must not be forwarded."""
+    """One checked client request, filled field by field by parse_request
+    (or, for HTTP/2, request_from_h2): no __init__ to run per request."""
 
-    __slots__ = (
-        "method", "target", "minor", "headers", "host", "path", "query",
-        "keep_alive", "framing", "content_length", "expect_continue",
-        "websocket", "drop", "forwarded_for", "head_size", "passed",
-    )
-    # passed: the "Name: value" lines a backend gets as they are, made while
-    # the fields were read (every field the gateway reads is one it drops or
+    method: bytes
+    target: bytes             # origin form, as the backend gets it
+    minor: int                # HTTP/1.x minor version (1 for HTTP/2)
+    headers: list             # (name, value) pairs as sent, names keep their spelling
+    host: bytes
+    path: bytes
+    query: bytes
+    keep_alive: bool
+    framing: str              # NONE, LENGTH or CHUNKED (h1.py)
+    content_length: int
+    expect_continue: bool
+    websocket: bool
+    drop: frozenset           # lower-cased names that must not be forwarded
+    forwarded_for: Optional[bytes]   # the client's X-Forwarded-For, joined
+    head_size: int
+    # The "Name: value" lines a backend gets as they are, made while the
+    # fields were read (every field the gateway reads is one it drops or
     # rewrites); names that Connection lists are taken out later.
+    passed: list
 
     @property
     def idempotent(self):
@@ -179,13 +193,24 @@ def cookie_value(headers, name: bytes):
     return None
 
 
+@dataclass(slots=True, init=False, eq=False)
 class Response:
-    """A backend's answer head: status, framing and the headers to pass on."""
+    """An answer head: a backend's (parse_response) or the gateway's own
+    (gateway_response). Status, framing and the headers to pass on."""
 
-    __slots__ = ("minor", "status", "headers", "framing", "content_length", "keep_alive", "reason", "bodiless",
-                 "drop", "codings", "passed")
-    # content_length: the backend's Content-Length, or None when it sent none.
-    # For HEAD and 304 it describes the entity, not this message, and is kept.
+    minor: int
+    status: int
+    reason: bytes
+    headers: object           # (name, value) pairs as the backend sent them
+    framing: str              # how the body is delimited as it comes from the backend
+    # The backend's Content-Length, or None when it sent none. For HEAD and
+    # 304 it describes the entity, not this message, and is kept.
+    content_length: Optional[int]
+    keep_alive: bool          # the backend connection may carry another request
+    bodiless: bool
+    drop: frozenset           # lower-cased names not passed on
+    codings: list             # transfer codings other than chunked
+    passed: list              # the "Name: value" lines that go on
 
 
 def gateway_response(status: int, reason: bytes, lines: list, length: int) -> Response:
