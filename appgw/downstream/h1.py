@@ -507,20 +507,17 @@ class Connection:
                 yield data
 
     def relay_until_close(self, ex, head, rest):
-        framing, upstream, entry = ex.framing, ex.upstream, ex.entry
+        """An answer that ends when the backend closes: chunked to an
+        HTTP/1.1 client, as it comes to an HTTP/1.0 one (which then sees the
+        close)."""
+        chunked, entry = ex.framing == CHUNKED, ex.entry
         ex.response_started = True
-        ex.unclean()
-        self.send(head + (chunk(rest) if rest and framing == CHUNKED else rest), entry)
-        while True:
-            try:
-                data = sockio.recv(upstream, RECV)
-            except OSError:
-                raise ClientGone() from None
-            if not data:
-                if framing == CHUNKED:
-                    self.send(LAST_CHUNK, entry)
-                return
-            self.send(chunk(data) if framing == CHUNKED else data, entry)
+        pending = head
+        for data in self.backend_body(ex, rest):
+            self.send(pending + (chunk(data) if chunked else data), entry)
+            pending = b""
+        if pending or chunked:
+            self.send(pending + (LAST_CHUNK if chunked else b""), entry)
 
     # -- WebSocket -------------------------------------------------------------
 
