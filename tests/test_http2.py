@@ -158,6 +158,9 @@ def test_metrics_count_requests_and_connections_by_protocol(gw):
     text = requests.get(gw.admin_url("/metrics"), timeout=5).text
     assert metric(text, 'appgw_requests_by_protocol_total{protocol="HTTP/2"}') == before + 1
     assert metric(text, "appgw_http2_connections_active") >= 1
+    # The status page's document says the same (the page shows it as a tile).
+    totals = requests.get(gw.admin_url("/status.json"), timeout=5).json()["totals"]
+    assert totals["http2_requests"] == before + 1 and totals["http2_connections_open"] >= 1
     client.close()
 
 

@@ -32,6 +32,8 @@ def status_document(snapshot, servers, stats, history, wall_now, mono_now, worke
             "websocket_sessions_ended": sum(stats.websocket_ended.values()),
             "websocket_sessions_open": stats.websocket_active,
             "connections_open": sum(stats.connections_active.values()),
+            "http2_requests": stats.http2_requests,
+            "http2_connections_open": stats.http2_connections,
             "bytes_received": stats.bytes_received,
             "bytes_sent": stats.bytes_sent,
             "rate": _sum_rates(history, totals, mono_now),

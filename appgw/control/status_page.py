@@ -292,6 +292,8 @@ function render(doc) {
     tile("requests", count(t.requests), "requests"),
     tile("5xx answers", count(t.errors), "errors", t.errors ? "err" : ""),
     tile("open connections", count(t.connections_open), "connections"),
+    tile("HTTP/2: requests, open connections", count(t.http2_requests) + " · " + count(t.http2_connections_open),
+         "http2"),
     tile("WebSocket sessions open", count(t.websocket_sessions_open), "websocket_open"),
     tile("WebSocket sessions ended", count(t.websocket_sessions_ended), "websocket_ended"),
     tile("received", bytes(t.bytes_received), "received"),
