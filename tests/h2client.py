@@ -34,6 +34,7 @@ class H2Client:
         self.terminated = None    # the server's GOAWAY (ConnectionTerminated)
         self.closed = False       # the server closed the socket
         self.hold = set()         # streams whose received data is not acknowledged
+        self.raw = bytearray()    # bytes read by raw_frame, not yet a whole frame
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -110,32 +111,54 @@ class H2Client:
         except OSError:
             pass
 
+    def raw_frame(self, timeout=10):
+        """The next frame, parsed by hyperframe past h2 (which refuses every
+        frame after a GOAWAY, though RFC 9113 lets the streams it names
+        finish); None once the server closed the socket."""
+        from hyperframe.frame import Frame
+        deadline = time.monotonic() + timeout
+        while len(self.raw) < 9 or len(self.raw) < 9 + int.from_bytes(self.raw[:3], "big"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no frame in %gs" % timeout)
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                data = b""
+            if not data:
+                self.closed = True
+                return None
+            self.raw += data
+        frame, length = Frame.parse_frame_header(memoryview(self.raw[:9]))
+        frame.parse_body(memoryview(self.raw[9:9 + length]))
+        del self.raw[:9 + length]
+        return frame
+
+    def send_raw_data(self, stream_id, data):
+        """A DATA frame made by hand (after a GOAWAY h2 sends none)."""
+        from hyperframe.frame import DataFrame
+        frame = DataFrame(stream_id)
+        frame.data = data
+        self.send_raw(frame.serialize())
+
     def read_after_goaway(self, stream_id, timeout=10):
-        """h2 refuses every frame after a GOAWAY, though RFC 9113 lets the
-        streams it names finish: read them frame by frame instead. Returns
-        (status, body) of `stream_id` once it ends."""
-        from hyperframe.frame import DataFrame, Frame, HeadersFrame
-        buf, status, body = b"", None, bytearray(self.bodies.get(stream_id, b""))
+        """(status, body) of `stream_id` once it ends, read frame by frame
+        after a GOAWAY (see raw_frame)."""
+        from hyperframe.frame import DataFrame, HeadersFrame
+        status, body = None, bytearray(self.bodies.get(stream_id, b""))
         if stream_id in self.responses:
             status = self.status(stream_id)
         deadline = time.monotonic() + timeout
         while True:
-            while len(buf) >= 9:
-                frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
-                if len(buf) < 9 + length:
-                    break
-                frame.parse_body(memoryview(buf[9:9 + length]))
-                buf = buf[9 + length:]
-                if frame.stream_id != stream_id:
-                    continue
-                if isinstance(frame, HeadersFrame):
-                    status = dict(self.conn.decoder.decode(frame.data, raw=True))[b":status"]
-                elif isinstance(frame, DataFrame):
-                    body += frame.data
-                if "END_STREAM" in frame.flags:
-                    return status, bytes(body)
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = self.sock.recv(65536)
-            if not data:
+            frame = self.raw_frame(max(0.01, deadline - time.monotonic()))
+            if frame is None:
                 raise AssertionError("closed before stream %d ended" % stream_id)
-            buf += data
+            if frame.stream_id != stream_id:
+                continue
+            if isinstance(frame, HeadersFrame):
+                status = dict(self.conn.decoder.decode(frame.data, raw=True))[b":status"]
+            elif isinstance(frame, DataFrame):
+                body += frame.data
+            if "END_STREAM" in frame.flags:
+                return status, bytes(body)

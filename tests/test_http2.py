@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -576,4 +577,102 @@ def test_a_chunked_answers_trailers_reach_the_client_as_headers(gateway_factory,
     assert client.status(sid) == b"200" and bytes(client.bodies[sid]) == b"hello"
     trailers = [e.headers for e in client.events if isinstance(e, h2.events.TrailersReceived)]
     assert trailers == [[(b"x-checksum", b"abc123")]]   # no framing field among them
+    client.close()
+
+
+# -- a bridged WebSocket's idle timeout and drain ------------------------------------
+
+def open_websocket(client, path):
+    """An extended CONNECT (RFC 8441) for `path`; its stream id once answered 200."""
+    client.run_until(lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [
+        (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+        (b":path", path), (b":authority", b"localhost"), (b"sec-websocket-version", b"13")])
+    client.flush()
+    client.run_until(lambda: sid in client.responses)
+    assert client.status(sid) == b"200"
+    return sid
+
+
+def echoed(client, sid, text):
+    """`text` sent as a WebSocket message and the backend's echo of it received."""
+    client.conn.send_data(sid, ws_frame(text))
+    client.flush()
+    client.run_until(lambda: bytes(client.bodies.get(sid, b"")).endswith(bytes([0x81, len(text)]) + text))
+
+
+def h2_websocket_line(gateway):
+    return wait_until(lambda: next((line for line in gateway.stdout_text().splitlines()
+                                    if '"GET /ws/echo HTTP/2.0" 200' in line), None),
+                      message="the WebSocket's log line")
+
+
+def test_an_idle_websocket_over_http2_is_closed_after_the_settings_idle_timeout(gateway_factory, wsgi_backend):
+    text = gateway_config([wsgi_backend.address], settings="websocket_idle_timeout = 1",
+                          request_timeout=20, idle_timeout=20).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1)
+    gateway = gateway_factory(text, port=free_port())
+    client = H2Client(gateway.port())
+    sid = open_websocket(client, b"/ws/echo")
+    echoed(client, sid, b"hello")
+    quiet_since = time.monotonic()
+    client.run_until(lambda: sid in client.resets or sid in client.ended, timeout=5)
+    elapsed = time.monotonic() - quiet_since
+    assert 0.8 <= elapsed <= 3, f"closed after {elapsed:.2f}s"
+    assert client.resets.get(sid) == ErrorCodes.CANCEL
+    assert "ended=idle_timeout" in h2_websocket_line(gateway)
+    # The idle timeout ended the stream, not the connection.
+    other = client.get(b"/bytes?n=5")
+    client.run_until(lambda: other in client.ended)
+    assert client.status(other) == b"200" and bytes(client.bodies[other]) == pattern_bytes(5)
+    client.close()
+
+
+def test_a_websocket_over_http2_runs_until_drain_timeout_then_is_cut_and_the_gateway_exits(
+        gateway_factory, wsgi_backend):
+    from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame
+    text = gateway_config([wsgi_backend.address], gateway="drain_timeout = 2",
+                          request_timeout=30, idle_timeout=30).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1)
+    gateway = gateway_factory(text, port=free_port())
+    client = H2Client(gateway.port())
+    sid = open_websocket(client, b"/ws/echo")
+    echoed(client, sid, b"before")
+    stopped = time.monotonic()
+    gateway.send_signal(signal.SIGTERM)
+    goaway = client.raw_frame()
+    while not isinstance(goaway, GoAwayFrame):   # a WINDOW_UPDATE may come first
+        goaway = client.raw_frame()
+    assert (goaway.error_code, goaway.last_stream_id) == (ErrorCodes.NO_ERROR, sid)
+    # The session goes on after the GOAWAY (h2 refuses frames past it: by hand) ...
+    count, cut = 0, None
+    while cut is None:
+        message = b"draining %d" % count
+        try:
+            client.send_raw_data(sid, ws_frame(message))
+        except OSError:
+            cut = "socket closed"
+            break
+        reply = bytearray()
+        while cut is None and not reply.endswith(message):
+            frame = client.raw_frame(5)
+            if frame is None:
+                cut = "socket closed"
+            elif isinstance(frame, GoAwayFrame):
+                cut = "final GOAWAY"
+            elif frame.stream_id == sid and (isinstance(frame, RstStreamFrame) or "END_STREAM" in frame.flags):
+                cut = "stream ended"
+            elif isinstance(frame, DataFrame) and frame.stream_id == sid:
+                reply += frame.data
+        if cut is None:
+            count += 1
+            time.sleep(0.05)   # a client talking now and then, not a flood
+    # ... until drain_timeout, when it is cut and the process exits.
+    cut_after = time.monotonic() - stopped
+    assert 1.8 <= cut_after <= 2.8, f"{cut} after {cut_after:.2f}s"
+    assert count >= 10, f"only {count} messages echoed while draining"
+    assert gateway.proc.wait(timeout=max(0.1, 3.5 - (time.monotonic() - stopped))) == 0
+    assert time.monotonic() - stopped <= 3.5
+    assert "ended=stopped" in h2_websocket_line(gateway)
     client.close()

@@ -300,6 +300,15 @@ class Tunnel:
             if not self.backend_done:
                 self.stream.reset(ErrorCodes.CANCEL)
 
+    def gone_why(self):
+        """The stream was taken from under the tunnel: by the client's reset,
+        or by a stop that cut its connection at drain_timeout (logged as the
+        HTTP/1.1 relay logs it)."""
+        stream = self.stream
+        if stream.session.runtime.stopping and not stream.reset_by_client:
+            return "stopped"
+        return "client reset"
+
     def quiet_for(self):
         return time.monotonic() - self.last
 
@@ -322,7 +331,7 @@ class Tunnel:
                 sockio.sendall(upstream, data)
                 self.up += len(data)
         except StreamGone:
-            self.end("client reset")
+            self.end(self.gone_why())
         except OSError:
             self.end("error")
         self._shut()
@@ -352,7 +361,7 @@ class Tunnel:
                     self.end("backend close")
                     return
         except (StreamGone, socket.timeout):
-            self.end("client reset")
+            self.end(self.gone_why())
         except OSError:
             self.end("error")
         self._shut()

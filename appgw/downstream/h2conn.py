@@ -44,7 +44,7 @@ class Stream:
     """One request stream, as its handler sees it (the HTTP/2 Downstream)."""
 
     __slots__ = ("session", "id", "headers", "end_stream", "inbox", "arrived", "ended", "gone", "window",
-                 "received", "sent", "greenlet", "running", "answered", "closed")
+                 "received", "sent", "greenlet", "running", "answered", "closed", "reset_by_client")
 
     def __init__(self, session, stream_id, headers, end_stream):
         self.session = session
@@ -61,6 +61,7 @@ class Stream:
         self.running = False        # the handler has begun (a kill reaches it)
         self.answered = False       # a HEADERS (not 1xx) went out
         self.closed = False         # our side ended (END_STREAM or reset)
+        self.reset_by_client = False   # gone by the client's RST_STREAM, not by the connection's end
 
     # -- the request body ----------------------------------------------------------
 
@@ -279,6 +280,7 @@ class Session:
             elif kind is h2.events.StreamReset:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
+                    stream.reset_by_client = True
                     self._abort(stream)
             elif kind is h2.events.WindowUpdated:
                 if event.stream_id == 0:
