@@ -959,6 +959,21 @@ def test_http2_keys_default_and_are_read():
     assert (listener.http2, listener.max_concurrent_streams) == (True, 8)
 
 
+def test_summary_shows_how_each_listener_takes_http2(tls):
+    text = (BASE.replace('bind = "0.0.0.0:80"', 'bind = "0.0.0.0:80"\nhttp2 = true')
+            + https_listener(extra="http2 = true\nmax_concurrent_streams = 8")
+            + https_listener(name="plain-tls").replace("0.0.0.0:443", "0.0.0.0:8443"))
+    summary = summarize(parse(text, base_dir=str(tls))).splitlines()
+    listeners = [line for line in summary if line.startswith(("listener ", "  http2"))]
+    assert listeners == [
+        'listener "http"  http://0.0.0.0:80  any host',
+        "  http2: h2c accepted with prior knowledge (and HTTP/1.1), max 100 concurrent streams",
+        'listener "https"  https://0.0.0.0:443  any host',
+        "  http2: h2 offered by ALPN (then http/1.1), max 8 concurrent streams",
+        'listener "plain-tls"  https://0.0.0.0:8443  any host',
+    ]
+
+
 def test_http2_keys_are_checked():
     text = BASE.replace('bind = "0.0.0.0:80"', 'bind = "0.0.0.0:80"\nhttp2 = "yes"\nmax_concurrent_streams = 0')
     assert problems(text) == lines(

@@ -40,6 +40,8 @@ def _listener_lines(config: Config) -> list[str]:
         hosts = ", ".join(listener.host_names) or "any host"
         lines.append(f'listener "{listener.name}"  {listener.protocol}://{listener.address}  {hosts}'
                      f'{_pages(listener.error_pages)}')
+        if listener.http2:
+            lines.append(_http2_line(listener))
         lines.extend(check_lines(config, listener))
         rule = config.rule_by_listener.get(listener.name)
         if rule is None:
@@ -48,6 +50,15 @@ def _listener_lines(config: Config) -> list[str]:
         for path_rule in rule.paths:
             lines.append(f"    {', '.join(path_rule.paths)}: {_target(path_rule)}{_shaping(rule, path_rule)}")
     return lines
+
+
+def _http2_line(listener) -> str:
+    """How a listener with http2 = true takes HTTP/2; HTTP/1.1 is served beside it."""
+    if listener.protocol == "https":
+        how = "h2 offered by ALPN (then http/1.1)"
+    else:
+        how = "h2c accepted with prior knowledge (and HTTP/1.1)"
+    return f"  http2: {how}, max {listener.max_concurrent_streams} concurrent streams"
 
 
 def _shaping(rule, entry) -> str:
