@@ -72,9 +72,9 @@ def test_a_bug_with_the_request_in_flight_closes_the_client_and_its_backend_conn
     assert verdict["bug_answer_bytes"] == 0     # the answer head had not been made
     # The backend answered on the pooled connection; the gateway then closed
     # it (the backend saw the EOF) and did not pool it again.
+    assert verdict["active_after_bug"] == 0, "the crashed exchange still counts as active"
     assert verdict["warm_connection_requests"] == 2
     assert not verdict["warm_connection_open"], "the backend connection of the crashed exchange was not closed"
-    assert verdict["active_after_bug"] == 0, "the crashed exchange still counts as active"
     assert verdict["idle_after_bug"] == []
     assert_others_served(verdict)
 
