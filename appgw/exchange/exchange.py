@@ -112,10 +112,12 @@ class Exchange:
         runtime = down.runtime
         if runtime.access_log.enabled:
             runtime.access_log.fill_request(self.entry, req)
-        challenge = runtime.acme.http01_answer(down.site.bind, req.method, req.path)  # before routing
-        if challenge is not None:
-            self.target = challenge
-            return challenge
+        acme = runtime.acme
+        if acme.http01_binds:   # before routing; a gateway without ACME pays this test only
+            challenge = acme.http01_answer(down.site.bind, req.method, req.path)
+            if challenge is not None:
+                self.target = challenge
+                return challenge
         routes = self.routes = down.site.listener_for(req.host)
         if routes is None:
             raise ClientError(404, "no listener for host %s" % req.host.decode("latin-1"))
