@@ -35,6 +35,7 @@ from gevent import get_hub, getcurrent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
+from appgw.acme.manager import AcmeManager  # noqa: E402
 from appgw.config import parse_config  # noqa: E402
 from appgw.control.accesslog import AccessLog  # noqa: E402
 from appgw.control.listener import BindServer, bind_socket  # noqa: E402
@@ -182,13 +183,6 @@ class BuggyStats(Stats):
         super().finished(entry, now)
 
 
-class NoAcme:
-    alpn_binds = ()
-
-    def http01_answer(self, bind, method, path):
-        return None
-
-
 class Runtime:
     """What Connection, Exchange and BindServer ask of the process."""
 
@@ -197,7 +191,7 @@ class Runtime:
         self.snapshot = snapshot
         self.stats = BuggyStats()
         self.access_log = AccessLog("", "combined")
-        self.acme = NoAcme()
+        self.acme = AcmeManager()     # the real one, with no ACME listener: it answers nothing
         self.stopping = False
         self.stop_requested = Event()
         self.connections = set()
