@@ -20,32 +20,16 @@ import pytest
 import requests
 import websocket
 
+import importlib.util as _importlib_util
+
+from harness import BACKENDS
 from harness import (BackendFactory, GatewayFactory, free_port, raw_request, read_http_response,
                      rss_kb, wait_until)
 
-TEXT_LINE = 64
-TEXT_PERIOD = 4 * 1024 * 1024   # the line numbers start again after 65536 lines
-TEXT_FORMAT = b"%08d: the quick brown fox jumps over the lazy dog, %08d\n"
-
-
-def text_bytes(offset, length):
-    """What the backend's /text sends from `offset` (tests/backends/wsgi_backend.py)."""
-    period = _text_period()
-    start = offset % TEXT_PERIOD
-    if start + length <= TEXT_PERIOD:
-        return period[start:start + length]
-    return (period[start:] + period * (length // TEXT_PERIOD + 1))[:length]
-
-
-_period = []
-
-
-def _text_period():
-    # Built once: slices of it are served at memory speed, faster than a
-    # gateway compresses, so the gateway is the one that must pace itself.
-    if not _period:
-        _period.append(b"".join(TEXT_FORMAT % (i, i) for i in range(TEXT_PERIOD // TEXT_LINE)))
-    return _period[0]
+_spec = _importlib_util.spec_from_file_location("textbody", BACKENDS / "textbody.py")
+_textbody = _importlib_util.module_from_spec(_spec)
+_spec.loader.exec_module(_textbody)
+TEXT_LINE, TEXT_PERIOD, text_bytes = _textbody.TEXT_LINE, _textbody.TEXT_PERIOD, _textbody.text_bytes
 
 
 PAGES = {
