@@ -44,22 +44,32 @@ PAGE = """<!doctype html>
 <ul id="log"></ul>
 <script>
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(scheme + "://" + location.host + "/ws/echo");
   const status = document.getElementById("status");
   const send = document.getElementById("send");
   const msg = document.getElementById("msg");
+  let ws = null;
   function setStatus(text) { status.textContent = text; status.className = text; }
-  ws.onopen = () => { setStatus("connected"); send.disabled = false; };
-  ws.onclose = () => { setStatus("closed"); send.disabled = true; };
-  ws.onmessage = (ev) => {
-    const li = document.createElement("li");
-    li.textContent = ev.data;
-    document.getElementById("log").prepend(li);
-  };
+  function connect() {
+    const sock = new WebSocket(scheme + "://" + location.host + "/ws/echo");
+    sock.onopen = () => { setStatus("connected"); send.disabled = false; };
+    sock.onclose = () => { if (sock === ws) { setStatus("closed"); send.disabled = true; } };
+    sock.onmessage = (ev) => {
+      const li = document.createElement("li");
+      li.textContent = ev.data;
+      document.getElementById("log").prepend(li);
+    };
+    ws = sock;
+  }
+  // A page the browser keeps in its back/forward cache after you leave it
+  // keeps its WebSocket open, and a graceful stop of the gateway then waits
+  // for it: close it when the page is hidden, open a new one if it comes back.
+  addEventListener("pagehide", () => { if (ws) { ws.close(); ws = null; } });
+  addEventListener("pageshow", (ev) => { if (ev.persisted) { setStatus("connecting"); connect(); } });
   document.getElementById("form").onsubmit = (ev) => {
     ev.preventDefault();
-    if (msg.value && ws.readyState === WebSocket.OPEN) { ws.send(msg.value); msg.value = ""; }
+    if (msg.value && ws && ws.readyState === WebSocket.OPEN) { ws.send(msg.value); msg.value = ""; }
   };
+  connect();
 </script>
 </body>
 </html>

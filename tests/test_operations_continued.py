@@ -372,3 +372,73 @@ def test_stop_after_clients_returns_at_once(gateway_factory):
     assert took < 0.5, took
     session.close()
     admin.close()
+
+
+def test_stop_after_a_browser_left_the_demo_page_returns_at_once(gateway_factory, tmp_path):
+    """The walk-through: a Chromium tab uses the demo page's WebSocket echo,
+    then goes elsewhere. Chromium keeps the page in its back/forward cache,
+    and with it the page's WebSocket, open: a stop then waited drain_timeout
+    for a session the user believed closed. The page closes it on pagehide,
+    and opens a new one when it is shown again."""
+    from test_status_page import Browser, chromium_or_skip
+
+    chromium = chromium_or_skip()
+    port = free_port()
+    text = app_config(port, "appgw.demo:app", access_log="-").replace('path = "/"', 'path = "/health"')
+    # Sessions may idle as long as the sample's: only the page closes them.
+    gateway = gateway_factory(text.replace("connect_timeout = 2", "connect_timeout = 2\nwebsocket_idle_timeout = 300"))
+    browser = Browser(chromium, tmp_path / "profile")
+
+    def status():
+        return browser.evaluate("(document.getElementById('status') || {}).textContent")
+
+    def sessions_ended():
+        return gateway.stdout_text().count('"GET /ws/echo HTTP/1.1" 101')
+
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
+        wait_until(lambda: status() == "connected", message="the demo page's WebSocket open")
+        browser.evaluate("document.getElementById('msg').value = 'hello'; document.getElementById('send').click()")
+        wait_until(lambda: browser.evaluate("(document.querySelector('#log li') || {}).textContent") == "hello",
+                   message="the echo")
+        browser.evaluate("window.testMarker = 'the same page'")
+
+        browser.call("Page.navigate", url="about:blank")
+        wait_until(lambda: sessions_ended() == 1, message="the WebSocket closed when the page was left")
+
+        # Back: the page comes out of the cache (the marker is still there)
+        # and opens a new WebSocket.
+        browser.evaluate("history.back()")
+        wait_until(lambda: status() == "connected", message="a new WebSocket after coming back")
+        assert browser.evaluate("window.testMarker || null") == "the same page"
+        browser.call("Page.navigate", url="about:blank")
+        wait_until(lambda: sessions_ended() == 2, message="the second WebSocket closed")
+
+        assert "ended=idle_timeout" not in gateway.stdout_text()
+        sent = time.monotonic()
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(5) == 0
+        took = time.monotonic() - sent
+        assert took < 1, took
+        assert "stopping: closed " in gateway.stderr_text()
+        assert "WebSocket session(s)" not in gateway.stderr_text()    # nothing was left to wait for
+    finally:
+        browser.close()
+
+
+def test_stop_says_what_it_waits_for(gateway_factory):
+    """A WebSocket still open at SIGTERM: the log says the stop waits for it
+    and how to stop at once; a second SIGTERM does."""
+    port = free_port()
+    gateway = gateway_factory(app_config(port, "appgw.demo:app").replace('path = "/"', 'path = "/health"'))
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws/echo", timeout=TIMEOUT)
+    ws.send("hi")
+    assert ws.recv() == "hi"
+    gateway.send_signal(signal.SIGTERM)
+    wait_until(lambda: "waiting up to 30s for 0 other connection(s) and 1 WebSocket session(s) "
+               "(SIGTERM again stops at once)" in gateway.stderr_text(), message="the stop saying what it waits for")
+    assert gateway.proc.poll() is None
+    gateway.send_signal(signal.SIGTERM)
+    assert gateway.proc.wait(5) == 0
+    ws.close()

@@ -195,14 +195,21 @@ class Runtime:
         self.stopping = True
         self.stop_requested.set()
         drain = self.config.gateway.drain_timeout
-        log.info("stopping: %d open connection(s), up to %gs to drain",
-                 len(self.connections) + len(self.sessions), drain)
         for server in self.servers.values():
             server.stop_accepting()
         self.probers.stop()
-        for conn in list(self.connections):
-            if conn.waiting:
-                conn.close()
+        idle = [conn for conn in self.connections if conn.waiting]
+        for conn in idle:
+            conn.close()
+        busy = len(self.connections) - len(idle)
+        if busy or self.sessions:
+            # Say what the stop waits for: a WebSocket the user believes
+            # closed (a page kept in a browser's back/forward cache) is open.
+            log.info("stopping: closed %d idle connection(s); waiting up to %gs for %d other connection(s) "
+                     "and %d WebSocket session(s) (SIGTERM again stops at once)",
+                     len(idle), drain, busy, len(self.sessions))
+        else:
+            log.info("stopping: closed %d idle connection(s)", len(idle))
         self._goaway()
         self._drain(time.monotonic() + drain)
         if self.connections or self.sessions:
