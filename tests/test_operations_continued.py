@@ -442,3 +442,45 @@ def test_stop_says_what_it_waits_for(gateway_factory):
     gateway.send_signal(signal.SIGTERM)
     assert gateway.proc.wait(5) == 0
     ws.close()
+
+
+# --- workers = N: the admin endpoint counts every worker --------------------------
+
+def test_admin_endpoint_of_two_workers_counts_both(gateway_factory, wsgi_backend):
+    """Requests and WebSocket sessions served by either worker are in
+    /status.json and /metrics, not only worker 0's."""
+    port = free_port()
+    text = gateway_config([wsgi_backend.address], gateway="workers = 2", admin=True,
+                          settings="websocket_idle_timeout = 60")
+    gateway = gateway_factory(text, port=port)
+    wait_until(lambda: gateway.stderr_text().count("appgw started") == 2, 10, message="the workers")
+    # A connection each: the kernel spreads them over the two workers.
+    for _ in range(40):
+        assert requests.get(f"http://127.0.0.1:{port}/name", headers={"Connection": "close"},
+                            timeout=TIMEOUT).status_code == 200
+    sockets = [websocket.create_connection(f"ws://127.0.0.1:{port}/ws/echo", timeout=TIMEOUT) for _ in range(8)]
+    try:
+        for ws in sockets:
+            ws.send("hi")
+            assert ws.recv() == "hi"
+        log = gateway.stdout_text()
+        served_by = {line.rsplit("pid=", 1)[1].split()[0] for line in log.splitlines() if "/name" in line}
+        assert len(served_by) == 2, "one worker served every request: the test proves nothing"
+
+        doc = requests.get(gateway.admin_url("/status.json"), timeout=TIMEOUT).json()
+        assert doc["totals"]["requests"] == 40
+        assert doc["totals"]["websocket_sessions_open"] == 8
+        assert (doc["workers"], doc["workers_reporting"]) == (2, 2)
+        row, = doc["backend_pools"][0]["servers"]
+        assert row["requests"] == 40 and row["websocket_open"] == 8 and row["p50"] is not None
+
+        metrics = requests.get(gateway.admin_url("/metrics"), timeout=TIMEOUT).text
+        answered = [line for line in metrics.splitlines() if line.startswith("appgw_requests_total{")]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in answered) == 40, answered
+        assert "appgw_websocket_sessions_active 8.0" in metrics
+        assert "appgw_workers_reporting 2.0" in metrics
+    finally:
+        for ws in sockets:
+            ws.close()
+    wait_until(lambda: requests.get(gateway.admin_url("/status.json"), timeout=TIMEOUT).json()
+               ["totals"]["websocket_sessions_ended"] == 8, message="the sessions counted when they ended")

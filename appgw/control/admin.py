@@ -21,6 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from appgw.acme import report as cert_report
 from appgw.control.health import HEALTHY, UNHEALTHY
 from appgw.control.listener import bind_socket
+from appgw.control.peers import gather
+from appgw.control.peerstate import dump, merged
 from appgw.control.rates import RateHistory
 from appgw.control.stats import BUCKETS
 from appgw.control.status_doc import listener_totals, status_document
@@ -36,7 +38,7 @@ class AdminServer:
         self.runtime = runtime
         self.server = None
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(runtime))
+        self.registry.register(Collector(runtime, self.view))
         self.registry.register(cert_report.ExpiryCollector(runtime))
         self.history = RateHistory()
         self.sampler = None
@@ -67,9 +69,26 @@ class AdminServer:
         # Paced by the monotonic clock, so a slow sample does not drift the grid.
         due = time.monotonic()
         while True:
-            self.history.sample(time.monotonic(), listener_totals(self.runtime.stats))
+            stats = self.view()[0]
+            self.history.sample(time.monotonic(), listener_totals(stats))
             due += self.history.step
             gevent.sleep(max(0.0, due - time.monotonic()))
+
+    def view(self):
+        """(counters, {endpoint key: [active, sessions]} or None, workers
+        that reported): this worker's own, or with `workers = N` the sum
+        over every worker that answered."""
+        runtime = self.runtime
+        peers = runtime.peers
+        if peers is None:
+            return runtime.stats, None, 1
+        others = gather(peers.directory, peers.count)
+        try:
+            stats, endpoints = merged(dump(runtime.stats, servers_by_pool(runtime.snapshot)), others)
+        except (KeyError, TypeError, ValueError) as exc:   # a worker of another version
+            log.warning("the other workers' counters are left out: %s", exc)
+            return runtime.stats, None, 1
+        return stats, endpoints, 1 + len(others)
 
     # -- the WSGI app ----------------------------------------------------------
 
@@ -103,8 +122,10 @@ class AdminServer:
 
     def page_status_json(self):
         runtime = self.runtime
-        doc = status_document(runtime.snapshot, servers_by_pool(runtime.snapshot), runtime.stats,
-                              self.history, time.time(), time.monotonic(), runtime.config.gateway.workers)
+        stats, endpoints, reporting = self.view()
+        doc = status_document(runtime.snapshot, servers_by_pool(runtime.snapshot), stats,
+                              self.history, time.time(), time.monotonic(), runtime.config.gateway.workers,
+                              endpoints=endpoints, reporting=reporting)
         doc["certificates"] = cert_report.certificates(runtime)["certificates"]
         return "application/json", json.dumps(doc).encode()
 
@@ -192,13 +213,15 @@ def iso_time(epoch):
 # -- metrics -------------------------------------------------------------------
 
 class Collector:
-    """Reads STATS and the current snapshot when scraped."""
+    """Reads the counters (`view()`, as AdminServer.view gives them) and the
+    current snapshot when scraped."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, view):
         self.runtime = runtime
+        self.view = view
 
     def collect(self):
-        stats = self.runtime.stats
+        stats, _, reporting = self.view()
         snapshot = self.runtime.snapshot
 
         requests = CounterMetricFamily("appgw_requests", "Requests answered, by listener, rule and status class.",
@@ -249,6 +272,10 @@ class Collector:
                 buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
             histogram.add_metric([pool_name], buckets, h.sum)
         yield histogram
+
+        yield GaugeMetricFamily("appgw_workers_reporting",
+                                "Worker processes whose counters these are (workers = N: those that answered).",
+                                value=reporting)
 
         probes = CounterMetricFamily("appgw_probes", "Health probes, by pool and result (ok, fail).",
                                      labels=["pool", "result"])

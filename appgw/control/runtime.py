@@ -15,9 +15,11 @@ from gevent.event import Event
 
 from appgw.control.accesslog import AccessLog, AccessLogError
 from appgw.acme.manager import AcmeManager
-from appgw.control.admin import AdminServer
+from appgw.control.admin import AdminServer, servers_by_pool
 from appgw.control.apps import AppHost
 from appgw.control.listener import BindError, BindServer, bind_all
+from appgw.control.peers import PeerServer
+from appgw.control.peerstate import dump
 from appgw.control.prober import Probers
 from appgw.routing.snapshot import build_snapshot
 from appgw.control.stats import STATS
@@ -44,9 +46,10 @@ class OpenSet(set):
 
 
 class Runtime:
-    def __init__(self, config, load=None, sockets=None, admin=True, reuse_port=False):
+    def __init__(self, config, load=None, sockets=None, admin=True, reuse_port=False, peers=None):
         """`load(path)` re-reads the config for a reload (None when invalid);
-        `sockets` are listening sockets inherited from a master process."""
+        `sockets` are listening sockets inherited from a master process;
+        `peers` (a peers.Peers) places this worker among the master's."""
         self.config = config
         self.load = load
         self.stats = STATS
@@ -60,6 +63,9 @@ class Runtime:
         self.probers = Probers()
         self.acme = AcmeManager()    # certificates of listeners with acme = true
         self.admin = AdminServer(self) if admin else None
+        self.peers = peers
+        # Workers without the admin endpoint answer worker 0 with their counters.
+        self.peer_server = PeerServer(peers.path, self.peer_state) if peers and not admin else None
         self.reuse_port = reuse_port
         self._inherited = dict(sockets or {})
         self._stopped = Event()
@@ -82,6 +88,11 @@ class Runtime:
         self.acme.update(self.config)
         self._open(sockets)
         self.probers.update(self.snapshot)
+        if self.peer_server is not None:
+            self.peer_server.start()
+
+    def peer_state(self):
+        return dump(self.stats, servers_by_pool(self.snapshot))
 
     def _open(self, sockets):
         for bind, sock in sockets.items():
@@ -255,6 +266,8 @@ class Runtime:
         self.acme.stop()
         if self.admin is not None:
             self.admin.stop()
+        if self.peer_server is not None:
+            self.peer_server.stop()
         for server in self.servers.values():
             server.stop_accepting()
         if self.snapshot is not None:

@@ -8,19 +8,24 @@ person reads there is also here for a script.
 import os
 
 from appgw import __version__
+from appgw.control.peerstate import endpoint_key
 from appgw.control.rates import WINDOW
 
 
-def status_document(snapshot, servers, stats, history, wall_now, mono_now, workers=1):
+def status_document(snapshot, servers, stats, history, wall_now, mono_now, workers=1,
+                    endpoints=None, reporting=1):
     """The whole page's data. `servers`: [(pool name, [(settings name,
     endpoint)])] as admin.servers_by_pool gives them. `snapshot` is None
     before the first one is built (the admin endpoint binds first): then
-    there is only the header."""
+    there is only the header. With several workers, `stats` are their sums,
+    `endpoints` {peers.endpoint_key: [active, sessions]} summed too, and
+    `reporting` how many workers answered."""
     totals = listener_totals(stats)
     doc = {
         "version": __version__,
         "pid": os.getpid(),
         "workers": workers,
+        "workers_reporting": reporting,
         "time": wall_now,
         "started": stats.started,
         "uptime": max(0.0, wall_now - stats.started),
@@ -59,7 +64,7 @@ def status_document(snapshot, servers, stats, history, wall_now, mono_now, worke
             "rate": history.rate(listener.name, mono_now, totals.get(listener.name, 0)),
             "history": history.series(listener.name),
         })
-    doc["backend_pools"] = pools(snapshot, servers, stats)
+    doc["backend_pools"] = pools(snapshot, servers, stats, endpoints)
     # Over the configured listeners, so that no traffic yet reads 0, not "no data".
     rates = [listener["rate"] for listener in doc["listeners"] if listener["rate"] is not None]
     doc["totals"]["rate"] = sum(rates) if rates else None
@@ -99,14 +104,16 @@ def target(item):
     return {"pool": item.backend_pool, "settings": item.backend_settings or "(defaults)"}
 
 
-def pools(snapshot, servers, stats):
+def pools(snapshot, servers, stats, summed=None):
     out = []
     for pool_name, endpoints in servers:
         rows = []
         for settings_name, endpoint in endpoints:
             health, counters = endpoint.health, stats.servers.get(endpoint.label)
             last = health.last
-            sessions = len(endpoint.sessions)
+            active, sessions = endpoint.active, len(endpoint.sessions)
+            if summed is not None:
+                active, sessions = summed.get(endpoint_key(pool_name, settings_name, endpoint), (active, sessions))
             rows.append({
                 "address": endpoint.label,
                 "backend_settings": settings_name or "(defaults)",
@@ -115,7 +122,7 @@ def pools(snapshot, servers, stats):
                 "reason": health.reason,
                 "last_probe": None if last is None else {
                     "time": last.time, "ok": last.ok, "status": last.status, "reason": last.reason},
-                "in_flight": max(0, endpoint.active - sessions),
+                "in_flight": max(0, active - sessions),
                 "websocket_open": sessions,
                 "requests": counters.requests if counters else 0,
                 "errors": counters.errors if counters else 0,

@@ -284,7 +284,8 @@ function render(doc) {
   document.getElementById("uptime").textContent = duration(doc.uptime);
   document.getElementById("pid").textContent = doc.pid;
   document.getElementById("workers").textContent = doc.workers > 1
-    ? "worker 0 of " + doc.workers + " (its counters only)" : "";
+    ? doc.workers + " workers" + (doc.workers_reporting < doc.workers
+        ? " (" + doc.workers_reporting + " reporting)" : "") : "";
   document.getElementById("updated").textContent = clock(doc.time);
   const t = doc.totals;
   document.getElementById("tiles").replaceChildren(

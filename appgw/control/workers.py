@@ -7,19 +7,23 @@ access log it cannot open) exits with BOOT_ERROR, and the master then stops
 the others and exits 1, as gunicorn does: starting it again would fail the
 same way, forever.
 
-The admin endpoint is served by worker 0 only, so /metrics is one worker's
-counters and /backend-health one worker's view of the probes.
+The admin endpoint is served by worker 0, which adds the other workers'
+counters to its own when scraped (peers.py); /backend-health is worker 0's
+view of the probes.
 """
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import gevent
 from gevent.monkey import get_original
 
 from appgw.control.accesslog import AccessLogError
 from appgw.control.listener import BindError, bind_all
+from appgw.control.peers import Peers
 from appgw.control.runtime import Runtime
 
 # The master stays out of gevent's hub: plain signal handlers, the plain
@@ -47,9 +51,17 @@ class Master:
         self.exit_code = 0
         self.received = []         # signals the handler recorded, in order
         self._wakeup = None        # (read fd, write fd) of the self-pipe
+        self.peers_dir = None      # the workers' private sockets for the admin endpoint
 
     def run(self):
         self.sockets = bind_all(self.config, reuse_port=True)  # BindError: nothing has started
+        self.peers_dir = tempfile.mkdtemp(prefix="appgw-workers-")   # 0700
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.peers_dir, ignore_errors=True)
+
+    def _run(self):
         self._wakeup = os.pipe()
         for fd in self._wakeup:
             os.set_blocking(fd, False)
@@ -146,7 +158,9 @@ class Master:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
             gevent.reinit()
             try:
-                runtime = Runtime(self.config, self.load, sockets=self.sockets, admin=index == 0, reuse_port=True)
+                peers = Peers(self.peers_dir, index, self.config.gateway.workers)
+                runtime = Runtime(self.config, self.load, sockets=self.sockets, admin=index == 0, reuse_port=True,
+                                  peers=peers)
                 runtime.start()
             except (BindError, AccessLogError) as exc:
                 log.error("worker %d: %s", index, exc)
