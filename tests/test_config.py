@@ -987,3 +987,21 @@ def test_a_shared_bind_needs_one_http2_setting():
     assert problems(POOL + site("a", host_names='["a.example.com"]') + second) == lines(
         'listeners[1].http2: true differs from false of listener "a" on the same bind 0.0.0.0:80',
         'listeners[1].max_concurrent_streams: 5 differs from 100 of listener "a" on the same bind 0.0.0.0:80')
+
+
+def test_every_key_is_declared_once_with_how_it_is_read():
+    """Each TOML key is a dataclass field whose metadata says how it is read:
+    a field without it would be a key nobody reads (or a derived value)."""
+    from appgw.config import model
+    from appgw.config.check import CHECKS, _READERS
+
+    sections = (model.Gateway, model.Listener, model.BackendPool, model.BackendSettings, model.Probe,
+                model.Redirect, model.PathRule, model.Rule, model.RewriteSet, model.RewriteRule,
+                model.RewriteCondition, model.UrlRewrite)
+    for cls in sections:
+        for f in dataclasses.fields(cls):
+            key = model.key_of(f)
+            assert (key is not None) == f.init, f"{cls.__name__}.{f.name}"
+            if key is not None:
+                assert key.kind == "custom" or key.kind in _READERS, f"{cls.__name__}.{f.name}"
+                assert key.check in CHECKS, f"{cls.__name__}.{f.name}"

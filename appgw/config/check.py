@@ -52,7 +52,7 @@ from appgw.exchange import rewrite
 from appgw.config.model import (
     BackendPool, BackendSettings, Config, ConfigError, Gateway, Listener,
     PathRule, Probe, Redirect, RewriteCondition, RewriteRule, RewriteSet, Rule,
-    Server, UrlRewrite, is_host, parse_hostport, parse_server,
+    Server, UrlRewrite, is_host, key_of, parse_hostport, parse_server,
 )
 from appgw.exchange.errorpages import MAX_PAGE_SIZE, PAGE_STATUSES
 from appgw.http.grammar import TOKEN
@@ -176,14 +176,14 @@ class Table:
     def boolean(self, name) -> Optional[bool]:
         return self.keep(name, self.get_typed(name, (bool,), "true or false", False))
 
-    def integer(self, name, low, high=None) -> Optional[int]:
-        def check(value):
+    def integer(self, name, low, high=None, check=None) -> Optional[int]:
+        def in_range(value):
             if high is not None and not low <= value <= high:
                 return f"must be between {low} and {high}, got {value}"
             if value < low:
                 return f"must be at least {low}, got {value}"
             return None
-        return self.keep(name, self.get_typed(name, (int,), "an integer", False), check)
+        return self.keep(name, self.get_typed(name, (int,), "an integer", False), check or in_range)
 
     def seconds(self, name, zero_ok=False) -> Optional[float]:
         def check(value):
@@ -243,6 +243,27 @@ class Table:
             if self.problems.ok(self.path):
                 raise  # a check missed something: a bug here, not in the file
         return self.obj
+
+
+def read_keys(t: Table, cls) -> None:
+    """Read and check every key `cls` declares (a model.Key in each field's
+    metadata), in field order, into t.values. Keys of kind "custom" are left
+    to the caller, and so are checks across keys."""
+    for f in dataclasses.fields(cls):
+        key = key_of(f)
+        if key is not None and key.kind != "custom":
+            _READERS[key.kind](t, f.name, key)
+
+
+_READERS = {
+    "string": lambda t, name, key: t.string(name, CHECKS[key.check], key.required),
+    "choice": lambda t, name, key: t.choice(name, key.choices),
+    "boolean": lambda t, name, key: t.boolean(name),
+    "integer": lambda t, name, key: t.integer(name, key.low, key.high, CHECKS[key.check]),
+    "seconds": lambda t, name, key: t.seconds(name, key.zero_ok),
+    "strings": lambda t, name, key: t.string_list(name, CHECKS[key.check], str.lower if key.lower else None,
+                                                  key.required),
+}
 
 
 # --- single values ------------------------------------------------------------
@@ -415,42 +436,25 @@ def ssl_message(err: Exception) -> str:
 def read_gateway(t: Optional[Table], base_dir: str) -> Gateway:
     if t is None:
         return Gateway()
-    t.integer("workers", 1, 64)
-    t.string("admin_bind", check_admin_bind)
-    access_log = t.string("access_log", check_text)
+    read_keys(t, Gateway)
+    access_log = t.values.get("access_log")
     if access_log not in (None, "", "-"):
         path = t.values["access_log"] = os.path.abspath(os.path.join(base_dir, access_log))
         if (message := check_writable(path)):
             t.add("access_log", f"cannot write {quote(access_log)}: {message}")
-    t.choice("log_format", ("combined", "json"))
-    t.seconds("client_header_timeout")
-    t.seconds("client_idle_timeout")
-    t.integer("max_header_size", 1024)
-    t.integer("max_body_size", 0)
-    t.integer("max_connections", 1)
-    t.seconds("drain_timeout", zero_ok=True)
     read_gateway_acme(t, base_dir)
     read_error_pages(t, base_dir)
-    t.string_list("compress_types", check_media_type, str.lower)
-    t.integer("compress_min_size", 0)
-    t.boolean("allow_underscores_in_headers")
     return t.build(Gateway) or Gateway()
 
 
 def read_listener(t: Table, base_dir: str) -> Optional[Listener]:
-    t.string("name", check_name, required=True)
-    t.string("bind", check_bind, required=True)
-    t.choice("protocol", ("http", "https"))
-    host_names = t.string_list("host_names", check_host_name, str.lower) or ()
+    read_keys(t, Listener)
+    host_names = t.values.get("host_names", ())
     for i, host_name in enumerate(host_names):
         if host_name in host_names[:i]:
             t.add(f"host_names[{i}]", f"duplicate host name {quote(host_name)}")
-    t.string("certificate", check_text)
-    t.string("private_key", check_text)
-    t.boolean("http2")
-    t.integer("max_concurrent_streams", 1, 2 ** 31 - 1)
     read_error_pages(t, base_dir)
-    acme = t.boolean("acme")
+    acme = t.values.get("acme")
     if t.ok("protocol") and acme:
         check_listener_acme(t, t.values.get("protocol", "http"))
     elif t.ok("protocol"):
@@ -480,18 +484,15 @@ def check_listener_tls(t: Table, protocol: str, base_dir: str) -> None:
 
 
 def read_gateway_acme(t: Table, base_dir: str) -> None:
-    """The [gateway] acme_* keys; a given acme_storage is stored absolute."""
-    t.string("acme_directory", check_acme_directory)
-    t.string("acme_email", check_email)
-    if (storage := t.string("acme_storage", check_name)):
+    """The [gateway] acme_* keys, read: a given acme_storage is stored
+    absolute, and acme_trusted_root must be a CA bundle."""
+    if (storage := t.values.get("acme_storage")):
         t.values["acme_storage"] = os.path.abspath(os.path.join(base_dir, storage))
-    if t.string("acme_trusted_root", check_text) and (path := check_file(t, "acme_trusted_root", base_dir)):
+    if t.values.get("acme_trusted_root") and (path := check_file(t, "acme_trusted_root", base_dir)):
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
         except (ssl.SSLError, OSError) as err:
             t.add("acme_trusted_root", f"not a valid PEM CA bundle: {ssl_message(err)}")
-    t.integer("acme_http_port", 1, 65535)
-    t.integer("acme_tls_port", 1, 65535)
 
 
 def check_acme_directory(value: str) -> Optional[str]:
@@ -546,38 +547,22 @@ def check_acme(listeners: list[Table], gateway: Gateway, problems: Problems) -> 
 
 
 def read_pool(t: Table, base_dir: str) -> Optional[BackendPool]:
-    t.string("name", check_name, required=True)
-    addresses = t.string_list("servers", check_server)
+    read_keys(t, BackendPool)
+    addresses = t.values.get("servers")
     if addresses is not None:
         servers = [Server(address) for address in addresses]
         for i, server in enumerate(servers):
             if server in servers[:i]:
                 t.add(f"servers[{i}]", f"duplicate server {quote(server.address)}")
         t.values["servers"] = tuple(servers)
-    t.string("app", check_app_form)
-    t.string_list("app_path", check_text)
     check_app_import(t, base_dir)
-    t.choice("load_balancing", ("round_robin", "least_connections"))
     if t.ok("servers") and t.ok("app") and not t.values.get("servers") and not t.values.get("app"):
         t.problems.add(t.path, "needs servers or app")
     return t.build(BackendPool)
 
 
 def read_settings(t: Table, base_dir: str) -> Optional[BackendSettings]:
-    t.string("name", check_name, required=True)
-    t.choice("protocol", ("http", "https"))
-    t.integer("port", 1, 65535)
-    t.seconds("request_timeout")
-    t.seconds("websocket_idle_timeout", zero_ok=True)
-    t.seconds("connect_timeout")
-    t.string("probe", check_text)
-    t.string("host_name", check_host_header)
-    t.boolean("pick_host_name_from_backend")
-    t.string("affinity_cookie", check_cookie_name)
-    t.seconds("drain_timeout", zero_ok=True)
-    t.boolean("verify_tls")
-    t.string("trusted_root", check_text)
-    t.seconds("retry_window", zero_ok=True)
+    read_keys(t, BackendSettings)
     if t.values.get("host_name") and t.values.get("pick_host_name_from_backend"):
         t.problems.add(t.path, "host_name and pick_host_name_from_backend exclude each other")
     if t.values.get("trusted_root") and t.ok("protocol"):
@@ -596,17 +581,8 @@ def check_trusted_root(t: Table, base_dir: str) -> None:
 
 
 def read_probe(t: Table) -> Optional[Probe]:
-    t.string("name", check_name, required=True)
-    t.choice("protocol", ("", "http", "https"))
-    t.string("host", check_host_header)
-    t.integer("port", 0, 65535)
-    t.string("path", check_url_path)
-    t.seconds("interval")
-    t.seconds("timeout")
-    t.integer("unhealthy_threshold", 1)
-    t.integer("healthy_threshold", 1)
+    read_keys(t, Probe)
     read_match_status(t)
-    t.string("match_body")
     return t.build(Probe)
 
 
@@ -628,11 +604,7 @@ def read_match_status(t: Table) -> None:
 
 
 def read_redirect(t: Table) -> Redirect:
-    t.string("listener", check_name)
-    t.string("url", check_redirect_url)
-    t.keep("status", t.get_typed("status", (int,), "an integer", False), check_redirect_status)
-    t.boolean("include_path")
-    t.boolean("include_query")
+    read_keys(t, Redirect)
     if t.ok("listener") and t.ok("url"):
         targets = [name for name in ("listener", "url") if t.values.get(name)]
         if not targets:
@@ -643,12 +615,8 @@ def read_redirect(t: Table) -> Redirect:
 
 
 def read_target(t: Table) -> None:
-    """A rule's or path entry's target: exactly one of backend_pool or redirect.
-    Also what shapes its answers: rewrite_set and compress."""
-    t.string("backend_pool", check_text)
-    t.string("backend_settings", check_text)
-    t.string("rewrite_set", check_text)
-    t.boolean("compress")
+    """A rule's or path entry's target (its keys read): exactly one of
+    backend_pool or redirect."""
     redirect = t.table("redirect")
     if redirect is not None:
         t.values["redirect"] = read_redirect(redirect)
@@ -665,7 +633,8 @@ def read_target(t: Table) -> None:
 
 def read_path_rule(t: Table, routed: set) -> Optional[PathRule]:
     """One [[rules.paths]] entry; `routed` holds the rule's paths so far."""
-    paths = t.string_list("paths", check_route_path, required=True)
+    read_keys(t, PathRule)
+    paths = t.values.get("paths") if t.ok("paths") else None
     if paths == ():
         t.add("paths", "must not be empty")
     for i, path in enumerate(paths or ()):
@@ -677,8 +646,7 @@ def read_path_rule(t: Table, routed: set) -> Optional[PathRule]:
 
 
 def read_rule(t: Table) -> Optional[Rule]:
-    t.string("name", check_name, required=True)
-    t.string("listener", check_name, required=True)
+    read_keys(t, Rule)
     read_target(t)
     routed: set = set()
     path_rules = [read_path_rule(pt, routed) for pt in t.tables("paths")]
@@ -741,7 +709,7 @@ def read_page(t: Table, key: str, path: str, shown: str) -> Optional[bytes]:
 # --- rewrite sets ---------------------------------------------------------------
 
 def read_rewrite_set(t: Table) -> Optional[RewriteSet]:
-    t.string("name", check_name, required=True)
+    read_keys(t, RewriteSet)
     names: set = set()
     rules = [read_rewrite_rule(rt, names) for rt in t.tables("rules")]
     if all(rules):
@@ -756,11 +724,32 @@ def check_variable(value: str) -> Optional[str]:
     return None
 
 
+# The value checks a model.Key names.
+CHECKS = {
+    "": None,
+    "text": check_text,
+    "name": check_name,
+    "bind": check_bind,
+    "admin_bind": check_admin_bind,
+    "host_header": check_host_header,
+    "host_name": check_host_name,
+    "server": check_server,
+    "app": check_app_form,
+    "cookie_name": check_cookie_name,
+    "url_path": check_url_path,
+    "route_path": check_route_path,
+    "redirect_url": check_redirect_url,
+    "redirect_status": check_redirect_status,
+    "acme_directory": check_acme_directory,
+    "email": check_email,
+    "media_type": check_media_type,
+    "variable": check_variable,
+}
+
+
 def read_condition(t: Table) -> Optional[RewriteCondition]:
-    t.string("variable", check_variable, required=True)
-    pattern = t.string("pattern", required=True)
-    ignore_case = t.boolean("ignore_case")
-    t.boolean("negate")
+    read_keys(t, RewriteCondition)
+    pattern, ignore_case = t.values.get("pattern"), t.values.get("ignore_case")
     if pattern is not None:
         try:
             re.compile(pattern.encode(), re.IGNORECASE if ignore_case else 0)
@@ -772,7 +761,8 @@ def read_condition(t: Table) -> Optional[RewriteCondition]:
 
 def read_rewrite_rule(t: Table, names: set) -> Optional[RewriteRule]:
     """One rule of a set; `names` holds the set's rule names so far."""
-    name = t.string("name", check_name, required=True)
+    read_keys(t, RewriteRule)
+    name = t.values.get("name")
     if name in names:
         t.add("name", f"duplicate name {quote(name)} in this rewrite set")
     names.add(name)
@@ -836,9 +826,8 @@ def read_header_actions(t: Table, name: str, forbidden, captures: dict, phase: s
 
 
 def read_url(t: Table, captures: dict) -> Optional[UrlRewrite]:
-    path = t.string("path")
-    query = t.string("query")
-    reroute = t.boolean("reroute")
+    read_keys(t, UrlRewrite)
+    path, query, reroute = t.values.get("path"), t.values.get("query"), t.values.get("reroute")
     if path is None and query is None and t.ok("path") and t.ok("query"):
         t.problems.add(t.path, "needs path or query")
     if reroute and path is None and t.ok("path"):

@@ -3,10 +3,12 @@
 A `Config` is an immutable snapshot. A reload builds a new one and swaps it
 in, so a connection keeps the snapshot it started with.
 
-This module holds the data types and the address grammar they share; the
-checks that build a `Config` from TOML live in `appgw.config.check`, the
-entry points (`parse_config`, `load_config`) in `appgw.config.load`. A
-problem is one line: ``<filename>: <key path>: <problem>``.
+This module holds the data types, each key declared once as a field with
+its default and how it is read (see "how each key is read" below), and the
+address grammar they share; the checks that build a `Config` from TOML
+live in `appgw.config.check`, the entry points (`parse_config`,
+`load_config`) in `appgw.config.load`. A problem is one line:
+``<filename>: <key path>: <problem>``.
 
 Decisions recorded here (the README repeats them):
 - `backend_settings = ""` (or omitted) in a rule or path entry means the
@@ -25,9 +27,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 
 class ConfigError(Exception):
@@ -137,6 +139,72 @@ def _derive(obj, **values):
         object.__setattr__(obj, name, value)
 
 
+# --- how each key is read ------------------------------------------------------
+#
+# Every key is declared once: as a field of its section's dataclass, with its
+# default and, in the field's metadata, how its TOML value is read and
+# checked (config.check.read_keys does that for every field in order). A
+# `check` names a value check of config.check.CHECKS ("name", "bind", ...),
+# so this module stays free of the checks themselves. Keys of kind "custom"
+# (tables, arrays of tables, files read at load) are read by their
+# section's own code in config.check. Fields without a Key are derived.
+
+@dataclass(frozen=True)
+class Key:
+    kind: str                      # string choice boolean integer seconds strings custom
+    check: str = ""                # string, strings, integer: a check of config.check.CHECKS
+    required: bool = False
+    low: int = 0                   # integer: the range
+    high: Optional[int] = None
+    zero_ok: bool = False          # seconds: 0 allowed
+    choices: tuple = ()            # choice
+    lower: bool = False            # strings: stored lower-case
+
+
+def _field(default, key: Key) -> Any:
+    if default is MISSING:
+        return field(metadata={"key": key})
+    return field(default=default, metadata={"key": key})
+
+
+def string(default=MISSING, check="text", required=False) -> Any:
+    return _field(default, Key("string", check=check, required=required))
+
+
+def entry_name() -> Any:
+    """A section entry's required name."""
+    return string(check="name", required=True)
+
+
+def choice(default, *choices) -> Any:
+    return _field(default, Key("choice", choices=choices))
+
+
+def boolean(default) -> Any:
+    return _field(default, Key("boolean"))
+
+
+def integer(default, low=0, high=None, check="") -> Any:
+    return _field(default, Key("integer", low=low, high=high, check=check))
+
+
+def seconds(default, zero_ok=False) -> Any:
+    return _field(default, Key("seconds", zero_ok=zero_ok))
+
+
+def strings(default=MISSING, check="text", lower=False, required=False) -> Any:
+    return _field(default, Key("strings", check=check, lower=lower, required=required))
+
+
+def custom(default=MISSING) -> Any:
+    return _field(default, Key("custom"))
+
+
+def key_of(f) -> Optional[Key]:
+    """The Key of a dataclass field (None for a derived field)."""
+    return f.metadata.get("key")
+
+
 # --- the data ---------------------------------------------------------------
 
 DEFAULT_COMPRESS_TYPES = (
@@ -148,28 +216,28 @@ DEFAULT_COMPRESS_TYPES = (
 class Gateway:
     """[gateway]; admin_host/admin_port derive from admin_bind ("" and 0 when it is "")."""
 
-    workers: int = 1
-    admin_bind: str = "127.0.0.1:9901"
-    access_log: str = "-"
-    log_format: str = "combined"
-    client_header_timeout: float = 10
-    client_idle_timeout: float = 60
-    max_header_size: int = 32768
-    max_body_size: int = 0
-    max_connections: int = 10000
-    drain_timeout: float = 30
+    workers: int = integer(1, 1, 64)
+    admin_bind: str = string("127.0.0.1:9901", check="admin_bind")
+    access_log: str = string("-")                  # a file is stored absolute, and must be writable
+    log_format: str = choice("combined", "combined", "json")
+    client_header_timeout: float = seconds(10)
+    client_idle_timeout: float = seconds(60)
+    max_header_size: int = integer(32768, 1024)
+    max_body_size: int = integer(0)
+    max_connections: int = integer(10000, 1)
+    drain_timeout: float = seconds(30, zero_ok=True)
     # Automatic certificates (appgw/acme/manager.py). The two ports are those
     # the CA's validation connections arrive on (80 and 443 unless forwarded).
-    acme_directory: str = ""
-    acme_email: str = ""
-    acme_storage: str = "acme"
-    acme_trusted_root: str = ""
-    acme_http_port: int = 80
-    acme_tls_port: int = 443
-    error_pages: tuple[tuple[int, bytes], ...] = ()    # (status, page bytes), read at load
-    compress_types: tuple[str, ...] = DEFAULT_COMPRESS_TYPES
-    compress_min_size: int = 1024
-    allow_underscores_in_headers: bool = False
+    acme_directory: str = string("", check="acme_directory")
+    acme_email: str = string("", check="email")
+    acme_storage: str = string("acme", check="name")
+    acme_trusted_root: str = string("")
+    acme_http_port: int = integer(80, 1, 65535)
+    acme_tls_port: int = integer(443, 1, 65535)
+    error_pages: tuple[tuple[int, bytes], ...] = custom(())    # (status, page bytes), read at load
+    compress_types: tuple[str, ...] = strings(DEFAULT_COMPRESS_TYPES, check="media_type", lower=True)
+    compress_min_size: int = integer(1024)
+    allow_underscores_in_headers: bool = boolean(False)
     admin_host: str = field(init=False, default="")
     admin_port: int = field(init=False, default=0)
 
@@ -183,16 +251,16 @@ class Gateway:
 class Listener:
     """[[listeners]]; host/port derive from bind. host_names are lowercase."""
 
-    name: str
-    bind: str
-    protocol: str = "http"
-    host_names: tuple[str, ...] = ()
-    certificate: str = ""
-    private_key: str = ""
-    http2: bool = False              # https: "h2" by ALPN; http: h2 with prior knowledge
-    max_concurrent_streams: int = 100
-    acme: bool = False
-    error_pages: tuple[tuple[int, bytes], ...] = ()    # beat the gateway's for the same status
+    name: str = entry_name()
+    bind: str = string(check="bind", required=True)
+    protocol: str = choice("http", "http", "https")
+    host_names: tuple[str, ...] = strings((), check="host_name", lower=True)
+    certificate: str = string("")
+    private_key: str = string("")
+    http2: bool = boolean(False)     # https: "h2" by ALPN; http: h2 with prior knowledge
+    max_concurrent_streams: int = integer(100, 1, 2 ** 31 - 1)
+    error_pages: tuple[tuple[int, bytes], ...] = custom(())    # beat the gateway's for the same status
+    acme: bool = boolean(False)
     host: str = field(init=False, default="")
     port: int = field(init=False, default=0)
 
@@ -232,31 +300,31 @@ class BackendPool:
     absolute, the config file's own directory last (config_check adds it).
     """
 
-    name: str
-    servers: tuple[Server, ...] = ()
-    app: str = ""
-    app_path: tuple[str, ...] = ()
-    load_balancing: str = "round_robin"
+    name: str = entry_name()
+    servers: tuple[Server, ...] = strings((), check="server")    # read as strings, stored as Servers
+    app: str = string("", check="app")
+    app_path: tuple[str, ...] = strings(())
+    load_balancing: str = choice("round_robin", "round_robin", "least_connections")
 
 
 @dataclass(frozen=True)
 class BackendSettings:
     """[[backend_settings]]; port None means 80 for http, 443 for https."""
 
-    name: str
-    protocol: str = "http"
-    port: Optional[int] = None
-    request_timeout: float = 20
-    websocket_idle_timeout: float = 0
-    connect_timeout: float = 5
-    probe: str = ""
-    host_name: str = ""
-    pick_host_name_from_backend: bool = False
-    affinity_cookie: str = ""
-    drain_timeout: float = 0
-    verify_tls: bool = True
-    trusted_root: str = ""
-    retry_window: float = 0
+    name: str = entry_name()
+    protocol: str = choice("http", "http", "https")
+    port: Optional[int] = integer(None, 1, 65535)
+    request_timeout: float = seconds(20)
+    websocket_idle_timeout: float = seconds(0, zero_ok=True)
+    connect_timeout: float = seconds(5)
+    probe: str = string("")
+    host_name: str = string("", check="host_header")
+    pick_host_name_from_backend: bool = boolean(False)
+    affinity_cookie: str = string("", check="cookie_name")
+    drain_timeout: float = seconds(0, zero_ok=True)
+    verify_tls: bool = boolean(True)
+    trusted_root: str = string("")
+    retry_window: float = seconds(0, zero_ok=True)
 
     def __post_init__(self):
         if self.port is None:
@@ -272,17 +340,17 @@ class BackendSettings:
 class Probe:
     """[[probes]]; "" / 0 fields fall back to the settings' protocol, host_name or server address, port."""
 
-    name: str
-    protocol: str = ""
-    host: str = ""
-    port: int = 0
-    path: str = "/"
-    interval: float = 30
-    timeout: float = 30
-    unhealthy_threshold: int = 3
-    healthy_threshold: int = 1
-    match_status: tuple[tuple[int, int], ...] = ((200, 399),)
-    match_body: str = ""
+    name: str = entry_name()
+    protocol: str = choice("", "", "http", "https")
+    host: str = string("", check="host_header")
+    port: int = integer(0, 0, 65535)
+    path: str = string("/", check="url_path")
+    interval: float = seconds(30)
+    timeout: float = seconds(30)
+    unhealthy_threshold: int = integer(3, 1)
+    healthy_threshold: int = integer(1, 1)
+    match_status: tuple[tuple[int, int], ...] = custom(((200, 399),))
+    match_body: str = string("", check="")
 
     def status_matches(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.match_status)
@@ -292,37 +360,37 @@ class Probe:
 class Redirect:
     """A rule's or path entry's redirect: to a listener or to a URL (exactly one)."""
 
-    listener: str = ""
-    url: str = ""
-    status: int = 301
-    include_path: bool = True
-    include_query: bool = True
+    listener: str = string("", check="name")
+    url: str = string("", check="redirect_url")
+    status: int = integer(301, check="redirect_status")
+    include_path: bool = boolean(True)
+    include_query: bool = boolean(True)
 
 
 @dataclass(frozen=True)
 class PathRule:
     """[[rules.paths]]: exact paths or prefixes ending in "/*"; a pool or a redirect."""
 
-    paths: tuple[str, ...]
-    backend_pool: str = ""
-    backend_settings: str = ""
-    redirect: Optional[Redirect] = None
-    rewrite_set: str = ""                 # "" = the rule's
-    compress: Optional[bool] = None       # None = the rule's
+    paths: tuple[str, ...] = strings(check="route_path", required=True)
+    backend_pool: str = string("")
+    backend_settings: str = string("")
+    redirect: Optional[Redirect] = custom(None)
+    rewrite_set: str = string("")                 # "" = the rule's
+    compress: Optional[bool] = boolean(None)      # None = the rule's
 
 
 @dataclass(frozen=True)
 class Rule:
     """[[rules]]: the one rule of `listener`; its own target is the default for unmatched paths."""
 
-    name: str
-    listener: str
-    backend_pool: str = ""
-    backend_settings: str = ""
-    redirect: Optional[Redirect] = None
-    paths: tuple[PathRule, ...] = ()
-    rewrite_set: str = ""
-    compress: bool = False
+    name: str = entry_name()
+    listener: str = string(check="name", required=True)
+    backend_pool: str = string("")
+    backend_settings: str = string("")
+    redirect: Optional[Redirect] = custom(None)
+    paths: tuple[PathRule, ...] = custom(())
+    rewrite_set: str = string("")
+    compress: bool = boolean(False)
 
     def rewrite_set_for(self, entry: Optional[PathRule]) -> str:
         """The set that applies to a request routed by `entry` (None: the rule itself)."""
@@ -337,38 +405,38 @@ class Rule:
 class RewriteCondition:
     """One condition of a rewrite rule: `variable` matches `pattern` (or, negated, does not)."""
 
-    variable: str
-    pattern: str
-    ignore_case: bool = False
-    negate: bool = False
+    variable: str = string(check="variable", required=True)
+    pattern: str = string(check="", required=True)      # a regular expression, compiled at load
+    ignore_case: bool = boolean(False)
+    negate: bool = boolean(False)
 
 
 @dataclass(frozen=True)
 class UrlRewrite:
     """A rewrite rule's url action; None leaves that part as the client sent it."""
 
-    path: Optional[str] = None
-    query: Optional[str] = None
-    reroute: bool = False
+    path: Optional[str] = string(None, check="")
+    query: Optional[str] = string(None, check="")
+    reroute: bool = boolean(False)
 
 
 @dataclass(frozen=True)
 class RewriteRule:
     """[[rewrite_sets.rules]]; header actions keep the order written, "" removes."""
 
-    name: str
-    conditions: tuple[RewriteCondition, ...] = ()
-    request_headers: tuple[tuple[str, str], ...] = ()
-    response_headers: tuple[tuple[str, str], ...] = ()
-    url: Optional[UrlRewrite] = None
+    name: str = entry_name()
+    conditions: tuple[RewriteCondition, ...] = custom(())
+    request_headers: tuple[tuple[str, str], ...] = custom(())
+    response_headers: tuple[tuple[str, str], ...] = custom(())
+    url: Optional[UrlRewrite] = custom(None)
 
 
 @dataclass(frozen=True)
 class RewriteSet:
     """[[rewrite_sets]]: rules run in the order written."""
 
-    name: str
-    rules: tuple[RewriteRule, ...] = ()
+    name: str = entry_name()
+    rules: tuple[RewriteRule, ...] = custom(())
 
 
 DEFAULT_SETTINGS = BackendSettings(name="")
