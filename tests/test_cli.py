@@ -190,6 +190,40 @@ def test_missing_config_file(tmp_path):
 
 # --- bind failures ------------------------------------------------------------------
 
+def test_every_address_is_bound_before_any_listens():
+    """A start that fails on its second address never listened on the
+    first: a socket that listens accepts connections before anyone serves."""
+    from appgw.config import parse_config
+    from appgw.control.listener import BindError, bind_all, listen_all
+
+    first, second = free_port(), free_port()
+    text = VALID.replace("{port}", str(first)) + (
+        f'\n[[listeners]]\nname = "second"\nbind = "127.0.0.1:{second}"\nprotocol = "http"\n'
+        '\n[[rules]]\nname = "second-rule"\nlistener = "second"\nbackend_pool = "app"\n'
+        'backend_settings = "app-settings"\n')
+    sockets = bind_all(parse_config(text), listen=False)
+    try:
+        for port in (first, second):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=1)
+        listen_all(sockets)
+        for port in (first, second):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+    # The second address taken: nothing is left bound, and the error names it.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", second))
+        holder.listen(1)
+        with pytest.raises(BindError, match=f"cannot listen on 127.0.0.1:{second}: address already in use"):
+            bind_all(parse_config(text))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", first))    # free again
+
+
+
 def test_port_in_use_exits_before_anything_serves(tmp_path):
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))

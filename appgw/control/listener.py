@@ -21,9 +21,10 @@ class BindError(Exception):
     pass
 
 
-def bind_socket(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
-    """A listening socket; `reuse_port` lets each worker bind an address
-    added by a reload alongside its siblings."""
+def bind_socket(host: str, port: int, backlog: int = 1024, reuse_port: bool = False,
+                listen: bool = True) -> socket.socket:
+    """A bound socket, listening unless `listen` is False; `reuse_port` lets
+    each worker bind an address added by a reload alongside its siblings."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -33,20 +34,40 @@ def bind_socket(host: str, port: int, backlog: int = 1024, reuse_port: bool = Fa
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(backlog)
+        if listen:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        where = "[%s]:%d" % (host, port) if family == socket.AF_INET6 else "%s:%d" % (host, port)
-        reason = (exc.strerror or str(exc)).lower()
-        if exc.errno == errno.EACCES:
-            reason = "permission denied"
-        raise BindError("cannot listen on %s: %s" % (where, reason)) from None
+        raise _bind_error(host, port, exc) from None
     return sock
 
 
-def bind_all(config, keep=(), inherited=None, reuse_port=False):
-    """Listening sockets for every bind of `config` not in `keep` (taken from
-    `inherited` where there); all of them or, raising BindError, none."""
+def listen_all(sockets, backlog: int = 1024) -> None:
+    """Start listening on sockets bound by bind_all(listen=False): all of
+    them or, raising BindError, none (every one is closed then)."""
+    for (host, port), sock in sockets.items():
+        try:
+            sock.listen(backlog)
+        except OSError as exc:
+            for other in sockets.values():
+                other.close()
+            raise _bind_error(host, port, exc) from None
+
+
+def _bind_error(host, port, exc):
+    where = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.errno == errno.EACCES:
+        reason = "permission denied"
+    return BindError("cannot listen on %s: %s" % (where, reason))
+
+
+def bind_all(config, keep=(), inherited=None, reuse_port=False, listen=True):
+    """Sockets for every bind of `config` not in `keep` (taken from
+    `inherited` where there); all of them or, raising BindError, none. Every
+    address is bound before any listens, so a start that fails on one never
+    accepted a connection on another; with `listen` False the caller starts
+    them listening (listen_all) once its other addresses are bound too."""
     inherited = inherited if inherited is not None else {}
     sockets, problems = {}, []
     for listener in config.listeners:
@@ -54,13 +75,15 @@ def bind_all(config, keep=(), inherited=None, reuse_port=False):
         if bind in sockets or bind in keep:
             continue
         try:
-            sockets[bind] = inherited.pop(bind, None) or bind_socket(*bind, reuse_port=reuse_port)
+            sockets[bind] = inherited.pop(bind, None) or bind_socket(*bind, reuse_port=reuse_port, listen=False)
         except BindError as exc:
             problems.append(str(exc))
     if problems:
         for sock in sockets.values():
             sock.close()
         raise BindError("\n".join(problems))
+    if listen:
+        listen_all(sockets)
     return sockets
 
 

@@ -17,7 +17,7 @@ from appgw.control.accesslog import AccessLog, AccessLogError
 from appgw.acme.manager import AcmeManager
 from appgw.control.admin import AdminServer, servers_by_pool
 from appgw.control.apps import AppHost
-from appgw.control.listener import BindError, BindServer, bind_all
+from appgw.control.listener import BindError, BindServer, bind_all, listen_all
 from appgw.control.peers import PeerServer
 from appgw.control.peerstate import dump
 from appgw.control.prober import Probers
@@ -76,13 +76,19 @@ class Runtime:
     def start(self):
         """Bind every address first (the admin endpoint too): nothing serves
         unless everything can."""
-        sockets = bind_all(self.config, inherited=self._inherited, reuse_port=self.reuse_port)
+        sockets = bind_all(self.config, inherited=self._inherited, reuse_port=self.reuse_port, listen=False)
         try:
             if self.admin is not None:
                 self.admin.start()
         except BindError:
             for sock in sockets.values():
                 sock.close()
+            raise
+        try:
+            listen_all(sockets)
+        except BindError:
+            if self.admin is not None:
+                self.admin.stop()
             raise
         self.snapshot = build_snapshot(self.config, self.apps.path_for)
         self.acme.update(self.config)
