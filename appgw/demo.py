@@ -63,7 +63,7 @@ PAGE = """<!doctype html>
   // A page the browser keeps in its back/forward cache after you leave it
   // keeps its WebSocket open, and a graceful stop of the gateway then waits
   // for it: close it when the page is hidden, open a new one if it comes back.
-  addEventListener("pagehide", () => { if (ws) { ws.close(); ws = null; } });
+  addEventListener("pagehide", () => { send.disabled = true; if (ws) { ws.close(); ws = null; } });
   addEventListener("pageshow", (ev) => { if (ev.persisted) { setStatus("connecting"); connect(); } });
   document.getElementById("form").onsubmit = (ev) => {
     ev.preventDefault();

@@ -7,6 +7,7 @@ changes a probe, a stop that does not lag, workers that cannot boot, and
 Every test runs bin/appgw (or its copy) as a real process, with real
 backends and clients.
 """
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -454,29 +455,37 @@ def test_admin_endpoint_of_two_workers_counts_both(gateway_factory, wsgi_backend
                           settings="websocket_idle_timeout = 60")
     gateway = gateway_factory(text, port=port)
     wait_until(lambda: gateway.stderr_text().count("appgw started") == 2, 10, message="the workers")
-    # A connection each: the kernel spreads them over the two workers.
-    for _ in range(40):
-        assert requests.get(f"http://127.0.0.1:{port}/name", headers={"Connection": "close"},
-                            timeout=TIMEOUT).status_code == 200
+    def served_by():
+        return {line.rsplit("pid=", 1)[1].split()[0] for line in gateway.stdout_text().splitlines()
+                if "/name" in line}
+
+    # Both workers accept from the one listening socket: batches of
+    # concurrent connections until each worker has served some.
+    sent = 0
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        while len(served_by()) < 2 and sent < 400:
+            statuses = pool.map(lambda _: requests.get(f"http://127.0.0.1:{port}/name", timeout=TIMEOUT,
+                                                       headers={"Connection": "close"}).status_code, range(20))
+            assert set(statuses) == {200}
+            sent += 20
+            wait_until(lambda n=sent: gateway.stdout_text().count("/name") == n, message="the access log lines")
+    assert len(served_by()) == 2, "one worker served every request: the test proves nothing"
     sockets = [websocket.create_connection(f"ws://127.0.0.1:{port}/ws/echo", timeout=TIMEOUT) for _ in range(8)]
     try:
         for ws in sockets:
             ws.send("hi")
             assert ws.recv() == "hi"
-        log = gateway.stdout_text()
-        served_by = {line.rsplit("pid=", 1)[1].split()[0] for line in log.splitlines() if "/name" in line}
-        assert len(served_by) == 2, "one worker served every request: the test proves nothing"
 
         doc = requests.get(gateway.admin_url("/status.json"), timeout=TIMEOUT).json()
-        assert doc["totals"]["requests"] == 40
+        assert doc["totals"]["requests"] == sent
         assert doc["totals"]["websocket_sessions_open"] == 8
         assert (doc["workers"], doc["workers_reporting"]) == (2, 2)
         row, = doc["backend_pools"][0]["servers"]
-        assert row["requests"] == 40 and row["websocket_open"] == 8 and row["p50"] is not None
+        assert row["requests"] == sent and row["websocket_open"] == 8 and row["p50"] is not None
 
         metrics = requests.get(gateway.admin_url("/metrics"), timeout=TIMEOUT).text
         answered = [line for line in metrics.splitlines() if line.startswith("appgw_requests_total{")]
-        assert sum(float(line.rsplit(" ", 1)[1]) for line in answered) == 40, answered
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in answered) == sent, answered
         assert "appgw_websocket_sessions_active 8.0" in metrics
         assert "appgw_workers_reporting 2.0" in metrics
     finally:
@@ -484,3 +493,27 @@ def test_admin_endpoint_of_two_workers_counts_both(gateway_factory, wsgi_backend
             ws.close()
     wait_until(lambda: requests.get(gateway.admin_url("/status.json"), timeout=TIMEOUT).json()
                ["totals"]["websocket_sessions_ended"] == 8, message="the sessions counted when they ended")
+
+    def answered():
+        doc = requests.get(gateway.admin_url("/status.json"), timeout=TIMEOUT).json()
+        return doc["totals"]["requests"], doc["workers_reporting"]
+
+    # Worker 1 stopped (as a busy one would not answer): its counts stay in
+    # the sums, which never go down (Prometheus would read a reset).
+    other, = set(child_pids(gateway.proc.pid)) - {_admin_worker(gateway)}
+    os.kill(other, signal.SIGSTOP)
+    try:
+        assert answered() == (sent, 1)
+    finally:
+        os.kill(other, signal.SIGCONT)
+    assert answered() == (sent, 2)
+    # Worker 1 killed and replaced: what it counted stays counted.
+    os.kill(other, signal.SIGKILL)
+    wait_until(lambda: answered()[1] == 2 and other not in child_pids(gateway.proc.pid), 10,
+               message="the replaced worker reporting")
+    assert answered() == (sent, 2)
+
+
+def _admin_worker(gateway):
+    """The pid of the worker serving the admin endpoint (worker 0)."""
+    return requests.get(gateway.admin_url("/status.json"), timeout=TIMEOUT).json()["pid"]

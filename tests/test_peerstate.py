@@ -80,3 +80,45 @@ def test_a_histogram_of_other_buckets_is_refused():
     other["backend_seconds"]["pool"][0].append(1)
     with pytest.raises(ValueError):
         merged(own, [other])
+
+
+def state_of(requests, pid, since, open_connections=0):
+    stats = Stats()
+    for _ in range(requests):
+        finished(stats, 200)
+    stats.connections_active["web"] += open_connections
+    return json.loads(json.dumps(dump(stats, [], since=since, pid=pid)))
+
+
+def answered_total(book, own, answers):
+    book.update(answers)
+    stats, _ = book.total(own)
+    return stats.requests[("web", "main", "2xx")], stats.connections_active["web"]
+
+
+def test_the_sums_never_go_down_when_a_worker_is_slow_or_replaced():
+    from appgw.control.peerstate import PeerBook
+
+    own = state_of(10, pid=100, since=1.0)
+    book = PeerBook(own_since=1.0)
+    assert answered_total(book, own, {1: state_of(5, 101, 1.1, open_connections=2)}) == (15, 2)
+    # Worker 1 does not answer in time: it counts with what it said last.
+    assert answered_total(book, own, {1: None}) == (15, 2)
+    # Worker 1 was replaced: its 5 stay; the new one adds its own 3; the old
+    # one's open connections went with it.
+    assert answered_total(book, own, {1: state_of(3, 102, 50.0)}) == (18, 0)
+    assert answered_total(book, own, {1: state_of(4, 102, 50.0, open_connections=1)}) == (19, 1)
+
+
+def test_a_replaced_worker_0_counts_from_its_own_start():
+    """The admin endpoint's worker was replaced: the others' counters before
+    it began are not counted, so the sums start again from zero (a reset,
+    as after a restart) and grow from there."""
+    from appgw.control.peerstate import PeerBook
+
+    own = state_of(0, pid=200, since=100.0)
+    book = PeerBook(own_since=100.0)
+    assert answered_total(book, own, {1: state_of(40, 101, 1.1, open_connections=3)}) == (0, 3)
+    assert answered_total(book, own, {1: state_of(46, 101, 1.1)}) == (6, 0)
+    # ...and when that older worker is replaced in turn, its 6 stay counted.
+    assert answered_total(book, own, {1: state_of(2, 103, 150.0)}) == (8, 0)

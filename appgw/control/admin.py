@@ -10,6 +10,7 @@ page's rates and sparklines.
 import ipaddress
 import json
 import logging
+import os
 import time
 
 import gevent
@@ -22,7 +23,7 @@ from appgw.acme import report as cert_report
 from appgw.control.health import HEALTHY, UNHEALTHY
 from appgw.control.listener import bind_socket
 from appgw.control.peers import gather
-from appgw.control.peerstate import dump, merged
+from appgw.control.peerstate import PeerBook, dump
 from appgw.control.rates import RateHistory
 from appgw.control.stats import BUCKETS
 from appgw.control.status_doc import listener_totals, status_document
@@ -42,6 +43,7 @@ class AdminServer:
         self.registry.register(cert_report.ExpiryCollector(runtime))
         self.history = RateHistory()
         self.sampler = None
+        self.book = PeerBook(runtime.since) if runtime.peers is not None else None
 
     def start(self):
         """Binds (raising listener.BindError when it cannot) and serves."""
@@ -82,13 +84,15 @@ class AdminServer:
         peers = runtime.peers
         if peers is None:
             return runtime.stats, None, 1
-        others = gather(peers.directory, peers.count)
+        own = dump(runtime.stats, servers_by_pool(runtime.snapshot), runtime.since, os.getpid())
+        answers = gather(peers)
         try:
-            stats, endpoints = merged(dump(runtime.stats, servers_by_pool(runtime.snapshot)), others)
-        except (KeyError, TypeError, ValueError) as exc:   # a worker of another version
+            answered = self.book.update(answers)
+            stats, endpoints = self.book.total(own)
+        except (KeyError, TypeError, ValueError) as exc:   # a state this code did not write
             log.warning("the other workers' counters are left out: %s", exc)
             return runtime.stats, None, 1
-        return stats, endpoints, 1 + len(others)
+        return stats, endpoints, 1 + answered
 
     # -- the WSGI app ----------------------------------------------------------
 
@@ -123,8 +127,9 @@ class AdminServer:
     def page_status_json(self):
         runtime = self.runtime
         stats, endpoints, reporting = self.view()
+        workers = runtime.peers.count if runtime.peers is not None else 1
         doc = status_document(runtime.snapshot, servers_by_pool(runtime.snapshot), stats,
-                              self.history, time.time(), time.monotonic(), runtime.config.gateway.workers,
+                              self.history, time.time(), time.monotonic(), workers,
                               endpoints=endpoints, reporting=reporting)
         doc["certificates"] = cert_report.certificates(runtime)["certificates"]
         return "application/json", json.dumps(doc).encode()

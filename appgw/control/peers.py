@@ -1,15 +1,15 @@
 """With `workers = N`, the admin endpoint (served by worker 0) shows the
-whole gateway: each other worker answers its counters on a private unix
-socket, and worker 0 adds them to its own when scraped.
+whole gateway: each other worker answers its counters on a unix socket of
+its own, and worker 0 adds them to its own when scraped.
 
-What is summed is in peerstate.py. Health is worker 0's view: every
-worker probes the same servers on the same schedule. A worker that does not
-answer within PEER_TIMEOUT (it is being restarted, or blocked) is left out,
-and the documents say how many workers reported.
+The sockets are in Linux's abstract namespace, named after the master's pid
+and the worker's index: nothing on disk to create, clean up or outgrow the
+108-byte path limit. What is summed, and how the sums are kept from going
+down when a worker is slow or replaced, is in peerstate.py. Health is
+worker 0's view: every worker probes the same servers on the same schedule.
 """
 import json
 import logging
-import os
 import socket
 from dataclasses import dataclass
 
@@ -26,17 +26,12 @@ _MAX_STATE = 16 << 20
 @dataclass(frozen=True)
 class Peers:
     """Where this worker stands among the others."""
-    directory: str      # the master's private directory of worker sockets
+    master: int         # the master's pid: the sockets' family name
     index: int          # this worker's
-    count: int          # workers in all
+    count: int          # the workers the master runs
 
-    @property
-    def path(self):
-        return socket_path(self.directory, self.index)
-
-
-def socket_path(directory, index):
-    return os.path.join(directory, "worker-%d.sock" % index)
+    def address(self, index):
+        return "\0appgw-%d-worker-%d" % (self.master, index)
 
 
 # -- the sockets ---------------------------------------------------------------
@@ -44,19 +39,21 @@ def socket_path(directory, index):
 class PeerServer:
     """Worker k > 0: answers each connection with its state, then closes it."""
 
-    def __init__(self, path, state):
-        self.path = path
+    def __init__(self, address, state):
+        self.address = address
         self.state = state          # () -> the dumped state
         self.server = None
 
     def start(self):
-        try:
-            os.unlink(self.path)    # a worker restarted in the same place
-        except FileNotFoundError:
-            pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(self.path)
-        sock.listen(16)
+        try:
+            sock.bind(self.address)     # a replaced worker's went with its process
+            sock.listen(16)
+        except OSError as exc:
+            # Serving matters more: worker 0 then counts this worker as not reporting.
+            sock.close()
+            log.warning("the admin endpoint will not see this worker's counters: %s", exc)
+            return
         self.server = StreamServer(sock, self._answer)
         self.server.start()
 
@@ -70,31 +67,26 @@ class PeerServer:
         if self.server is not None:
             self.server.close()
             self.server = None
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
 
 
-def gather(directory, count, timeout=PEER_TIMEOUT):
-    """The states of workers 1..count-1, asked at once; those that do not
-    answer in time (or answer nonsense) are left out."""
-    jobs = [gevent.spawn(_ask, socket_path(directory, index), timeout) for index in range(1, count)]
-    gevent.joinall(jobs, timeout=timeout + 0.1)
-    states = []
-    for job in jobs:
-        if job.ready() and job.value is not None:
-            states.append(job.value)
-        else:
+def gather(peers, timeout=PEER_TIMEOUT):
+    """{index: state, or None when that worker did not answer in time (or
+    answered nonsense)} for workers 1..count-1, asked at once."""
+    jobs = {index: gevent.spawn(_ask, peers.address(index), timeout) for index in range(1, peers.count)}
+    gevent.joinall(jobs.values(), timeout=timeout + 0.1)
+    answers = {}
+    for index, job in jobs.items():
+        if not job.ready():
             job.kill(block=False)
-    return states
+        answers[index] = job.value if job.ready() else None
+    return answers
 
 
-def _ask(path, timeout):
+def _ask(address, timeout):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        sock.connect(address)
         chunks, size = [], 0
         while size <= _MAX_STATE:
             data = sock.recv(65536)
@@ -105,7 +97,7 @@ def _ask(path, timeout):
         state = json.loads(b"".join(chunks))
         return state if isinstance(state, dict) else None
     except (OSError, ValueError) as exc:
-        log.debug("worker at %s did not report: %s", path, exc)
+        log.debug("worker at %r did not report: %s", address, exc)
         return None
     finally:
         sock.close()

@@ -62,10 +62,11 @@ class Runtime:
         self.sessions = OpenSet()      # every WebSocket relay (they outlive their Connection)
         self.probers = Probers()
         self.acme = AcmeManager()    # certificates of listeners with acme = true
-        self.admin = AdminServer(self) if admin else None
         self.peers = peers
+        self.since = time.monotonic()   # this process's start, on the clock every process shares
         # Workers without the admin endpoint answer worker 0 with their counters.
-        self.peer_server = PeerServer(peers.path, self.peer_state) if peers and not admin else None
+        self.peer_server = PeerServer(peers.address(peers.index), self.peer_state) if peers and not admin else None
+        self.admin = AdminServer(self) if admin else None
         self.reuse_port = reuse_port
         self._inherited = dict(sockets or {})
         self._stopped = Event()
@@ -98,7 +99,7 @@ class Runtime:
             self.peer_server.start()
 
     def peer_state(self):
-        return dump(self.stats, servers_by_pool(self.snapshot))
+        return dump(self.stats, servers_by_pool(self.snapshot), self.since, os.getpid())
 
     def _open(self, sockets):
         for bind, sock in sockets.items():

@@ -13,10 +13,8 @@ view of the probes.
 """
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 
 import gevent
 from gevent.monkey import get_original
@@ -51,17 +49,11 @@ class Master:
         self.exit_code = 0
         self.received = []         # signals the handler recorded, in order
         self._wakeup = None        # (read fd, write fd) of the self-pipe
-        self.peers_dir = None      # the workers' private sockets for the admin endpoint
+        self.count = config.gateway.workers   # a reload does not change it: that needs a restart
+        self.master_pid = os.getpid()          # names the workers' sockets for the admin endpoint
 
     def run(self):
         self.sockets = bind_all(self.config, reuse_port=True)  # BindError: nothing has started
-        self.peers_dir = tempfile.mkdtemp(prefix="appgw-workers-")   # 0700
-        try:
-            return self._run()
-        finally:
-            shutil.rmtree(self.peers_dir, ignore_errors=True)
-
-    def _run(self):
         self._wakeup = os.pipe()
         for fd in self._wakeup:
             os.set_blocking(fd, False)
@@ -70,7 +62,7 @@ class Master:
         signal.set_wakeup_fd(self._wakeup[1])
         for sig in FORWARDED + (signal.SIGCHLD,):
             _signal(sig, self._record)
-        for index in range(self.config.gateway.workers):
+        for index in range(self.count):
             self.spawn(index)
         log.info("master %d running %d workers", os.getpid(), len(self.workers))
         while self.workers:
@@ -158,7 +150,7 @@ class Master:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
             gevent.reinit()
             try:
-                peers = Peers(self.peers_dir, index, self.config.gateway.workers)
+                peers = Peers(self.master_pid, index, self.count)
                 runtime = Runtime(self.config, self.load, sockets=self.sockets, admin=index == 0, reuse_port=True,
                                   peers=peers)
                 runtime.start()
