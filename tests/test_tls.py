@@ -322,3 +322,22 @@ timeout = 2
     gw = gateway_factory(text, port=free_port(), header_timeout=2, root=tls_backend.cert.cert)
     r = requests.get(gw.url("/through"), verify=certs.cert, timeout=5)
     assert (r.status_code, r.json()["path"]) == (200, "/through")
+
+
+def test_late_bytes_on_a_pooled_https_backend_connection_never_answer_another_client(
+        gateway_factory, backend_factory, tmp_path):
+    """The backend answers, then 0.3 s later sends bytes nobody asked for on
+    the kept-alive TLS connection. The next client's GET must not get them
+    as its answer: the connection is dropped, not reused."""
+    cert = make_cert(tmp_path, prefix="backend-")
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nfirst\n"
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED\n"
+    backend = backend_factory("canned_backend.py", "--hex", answer.hex(), "--later", stray.hex(),
+                              "--then", "hold", "--certfile", cert.cert, "--keyfile", cert.key)
+    gw = gateway_factory(HTTPS_BACKENDS, port=free_port(), header_timeout=2,
+                         backend=backend.address, root=cert.cert)
+    first = requests.get(gw.url("/a"), timeout=5)       # a connection each
+    assert (first.status_code, first.text) == (200, "first\n")
+    time.sleep(0.6)    # the stray bytes arrive at the idle pooled connection meanwhile
+    second = requests.get(gw.url("/b"), timeout=5)
+    assert (second.status_code, second.text) == (200, "first\n")

@@ -86,15 +86,21 @@ class Endpoint:
 
     def checkout_idle(self, check=True):
         """A live idle connection, or None; never blocks. `check=False`
-        skips the stale check (a syscall) for requests the caller will
-        simply send again on a new connection if the reused one turns out
-        closed."""
+        skips the stale check (a syscall) of a plain connection for
+        requests the caller will simply send again on a new connection if
+        the reused one turns out closed."""
         idle = self.idle
         while idle:
             sock = idle.pop()
             if type(sock) is PLAIN:
                 read_watcher(sock).stop()
-            if not check or _still_open(sock):
+                if not check or _still_open(sock):
+                    return sock
+            # No watcher drops a TLS connection that turned readable while
+            # idle (what arrived may wait decrypted inside TLS), so it is
+            # checked every time: bytes a backend sent late would otherwise
+            # be read as the answer to the next request, another client's.
+            elif _still_open(sock):
                 return sock
             sock.close()
         return None

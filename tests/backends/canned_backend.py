@@ -1,7 +1,7 @@
 """A raw-socket backend that answers every request head with fixed bytes.
 
     python tests/backends/canned_backend.py --port N --hex HEX [--later HEX2]
-                                            [--then MODE]
+                                            [--then MODE] [--certfile C --keyfile K]
 
 Prints ``READY <port>`` once listening (port 0 picks a free one). A request
 head for /health gets "200 ok" (so the server passes its probe); any other
@@ -10,6 +10,7 @@ later the bytes HEX2 decodes to, in a second send, and then (--then):
   close   the connection is closed with a FIN (default)
   reset   the connection is reset (RST) 0.2 s later
   hold    the connection stays open, silent, until the peer leaves
+With --certfile and --keyfile it speaks TLS.
 """
 from gevent import monkey
 
@@ -33,6 +34,8 @@ def main():
     parser.add_argument("--hex", required=True)
     parser.add_argument("--later", default="")
     parser.add_argument("--then", choices=["close", "reset", "hold"], default="close")
+    parser.add_argument("--certfile", default="")
+    parser.add_argument("--keyfile", default="")
     args = parser.parse_args()
     answer, later = bytes.fromhex(args.hex), bytes.fromhex(args.later)
 
@@ -66,7 +69,8 @@ def main():
         finally:
             sock.close()
 
-    server = StreamServer((args.host, args.port), handle)
+    tls = {"certfile": args.certfile, "keyfile": args.keyfile} if args.certfile else {}
+    server = StreamServer((args.host, args.port), handle, **tls)
     server.start()
     print(f"READY {server.server_port}", flush=True)
     server.serve_forever()
