@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import socket
 import time
 
 import h2.events
@@ -676,3 +677,33 @@ def test_a_websocket_over_http2_runs_until_drain_timeout_then_is_cut_and_the_gat
     assert time.monotonic() - stopped <= 3.5
     assert "ended=stopped" in h2_websocket_line(gateway)
     client.close()
+
+
+def test_pings_do_not_keep_an_idle_connection_open(gateway_factory, wsgi_backend):
+    """Frames that are not requests (a PING every half second) do not reset
+    the idle clock: a connection with no stream open is let go once
+    client_idle_timeout has passed since its last stream ended."""
+    text = gateway_config([wsgi_backend.address], idle_timeout=1.5).replace(
+        'protocol = "http"\n', 'protocol = "http"\nhttp2 = true\n', 1)
+    gateway = gateway_factory(text, port=free_port())
+    client = H2Client(gateway.port())
+    try:
+        sid = client.get(b"/name")
+        client.run_until(lambda: sid in client.ended)
+        answered = time.monotonic()
+        next_ping = answered
+        while client.terminated is None and time.monotonic() - answered < 6:
+            if time.monotonic() >= next_ping:
+                client.conn.ping(b"still-up")
+                client.flush()
+                next_ping += 0.5
+            try:
+                client.receive_once(timeout=max(0.01, next_ping - time.monotonic()))
+            except socket.timeout:
+                pass
+        idle_for = time.monotonic() - answered
+        assert client.terminated is not None, "still open after 6 s of PINGs"
+        assert client.terminated.error_code == 0
+        assert 1.4 < idle_for < 2.6, idle_for
+    finally:
+        client.close()

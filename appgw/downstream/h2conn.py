@@ -18,6 +18,7 @@ Backpressure, never a growing buffer:
 import collections
 import logging
 import socket
+import time
 
 import gevent
 from gevent.event import Event
@@ -183,7 +184,7 @@ class Session:
 
     __slots__ = ("sock", "client_ip", "site", "runtime", "gateway", "frontend", "streams", "handler",
                  "wake", "room", "unsent", "blocked", "writer", "waiting", "handed_over", "draining",
-                 "done", "early", "served", "protocol", "timer_pool", "client_port")
+                 "done", "early", "served", "protocol", "timer_pool", "client_port", "quiet_since")
 
     def __init__(self, sock, client_ip, site, runtime, handler, early=b"", client_port=0):
         self.sock = sock
@@ -210,6 +211,7 @@ class Session:
         self.served = 0
         self.protocol = b"HTTP/2.0"
         self.timer_pool = {}       # seconds -> spare sockio.Timers for stream drivers
+        self.quiet_since = time.monotonic()   # since when no stream is open: the idle clock
 
     # -- the reader (the connection's greenlet) -----------------------------------
 
@@ -226,7 +228,7 @@ class Session:
         frontend.start()
         self.writer = gevent.spawn(self._write_loop)
         self.flush()
-        data, timeout = self.early, self.gateway.client_header_timeout
+        data, limit = self.early, self.gateway.client_header_timeout
         try:
             while not self.done:
                 if data:
@@ -242,15 +244,23 @@ class Session:
                     if self.draining and not self.streams:
                         break
                     if self.served or self.streams:
-                        timeout = self.gateway.client_idle_timeout
+                        limit = self.gateway.client_idle_timeout
+                if self.streams:
+                    timeout = limit    # streams keep their own clocks: this bounds one wait only
+                else:
+                    # Idle since the last stream ended, whatever frames came
+                    # since: a PING or SETTINGS does not keep a connection.
+                    timeout = self.quiet_since + limit - time.monotonic()
+                    if timeout <= 0:
+                        break          # idle: GOAWAY and close
                 self.sock.settimeout(timeout)
                 try:
                     data = sockio.recv(self.sock, sockio.RECV)
                 except socket.timeout:
                     if self.streams:
                         data = b""
-                        continue   # streams keep their own clocks
-                    break          # idle: GOAWAY and close
+                        continue
+                    break
                 if not data:
                     break
         except (OSError, gevent.GreenletExit):
@@ -323,6 +333,8 @@ class Session:
                 stream.reset(ErrorCodes.CANCEL)
             stream.discard_input()
             self.streams.pop(stream.id, None)
+            if not self.streams:
+                self.quiet_since = time.monotonic()
             if self.draining and not self.streams:
                 self.close()
 
