@@ -8,6 +8,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 
 
 class H2Client:
@@ -77,7 +78,10 @@ class H2Client:
             self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
             size = event.flow_controlled_length
             if size:
-                self.conn.increment_flow_control_window(size)
+                try:
+                    self.conn.increment_flow_control_window(size)
+                except h2.exceptions.ProtocolError:   # after the server's GOAWAY (h2 is closed then)
+                    return
                 if event.stream_id not in self.hold and event.stream_id not in self.ended \
                         and event.stream_ended is None:
                     try:

@@ -358,3 +358,31 @@ def test_goaway_names_the_last_stream_and_refuses_later_ones():
     frame.flags.add("END_STREAM")
     events = server.receive(frame.serialize())
     assert not any(isinstance(e, h2.events.RequestReceived) for e in events)
+
+
+def test_the_clients_goaway_no_error_is_taken_out_in_any_split():
+    """A GOAWAY(NO_ERROR) is taken out of the bytes h2 sees, however the
+    bytes are cut, and every other frame passes unchanged."""
+    from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame
+
+    from appgw.http.h2 import PREFACE, GoawayFilter
+
+    def goaway(code, last=0, data=b""):
+        frame = GoAwayFrame(0)
+        frame.error_code, frame.last_stream_id, frame.additional_data = code, last, data
+        return frame.serialize()
+
+    headers = HeadersFrame(1, data=b"\x82\x86\x84", flags=["END_HEADERS"]).serialize()
+    data = DataFrame(1, data=b"x" * 300).serialize()
+    ping = PingFrame(0, opaque_data=b"12345678").serialize()
+    kept = PREFACE + headers + data + ping + goaway(1)       # an error GOAWAY passes on
+    stream = PREFACE + headers + goaway(0, 0, b"bye") + data + ping + goaway(0, 7) + goaway(1)
+    for cut in range(1, len(stream)):
+        for second in (cut, min(len(stream), cut + 5)):
+            f = GoawayFilter()
+            out, found = b"", []
+            for piece in (stream[:cut], stream[cut:second], stream[second:]):
+                passed, goaways = f.feed(piece)
+                out += passed
+                found += goaways
+            assert (out, found) == (kept, [0, 7]), (cut, second)

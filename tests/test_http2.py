@@ -707,3 +707,38 @@ def test_pings_do_not_keep_an_idle_connection_open(gateway_factory, wsgi_backend
         assert 1.4 < idle_for < 2.6, idle_for
     finally:
         client.close()
+
+
+def _client_goaway(client, last=0):
+    """The client says it is done (GOAWAY NO_ERROR), as Node's session.close()
+    does after its last request; h2's own close_connection would stop the
+    client's side too, so the frame is made by hand."""
+    from hyperframe.frame import GoAwayFrame
+
+    frame = GoAwayFrame(0)
+    frame.error_code, frame.last_stream_id = ErrorCodes.NO_ERROR, last
+    client.send_raw(frame.serialize())
+
+
+def test_a_clients_goaway_lets_its_open_streams_finish(gateway_factory, wsgi_backend):
+    """RFC 9113 6.8: after the client's GOAWAY(NO_ERROR) the streams it
+    opened are still answered, a slow GET and an upload whose body is still
+    coming; then the gateway ends the connection."""
+    gateway = h2c_gateway(gateway_factory, wsgi_backend)
+    client = H2Client(gateway.port())
+    try:
+        slow = client.get(b"/slow?delay=0.5")
+        upload = client.get(b"/upload-echo", method=b"POST", end=False)
+        client.conn.send_data(upload, b"first half, ")
+        client.flush()
+        _client_goaway(client)
+        client.conn.send_data(upload, b"second half", end_stream=True)
+        client.flush()
+        client.run_until(lambda: {slow, upload} <= client.ended, timeout=10)
+        assert client.status(slow) == b"200" and bytes(client.bodies[slow]) == b"slow ok\n"
+        assert client.status(upload) == b"200" and bytes(client.bodies[upload]) == b"first half, second half"
+        client.run_until(lambda: client.closed or client.terminated is not None, timeout=10)
+    finally:
+        client.close()
+    log = gateway.stdout_text()
+    assert '"GET /slow?delay=0.5 HTTP/2.0" 200' in log and '"POST /upload-echo HTTP/2.0" 200' in log, log

@@ -303,6 +303,62 @@ class Cut(Exception):
         self.reason = reason
 
 
+class GoawayFilter:
+    """Takes the client's GOAWAY(NO_ERROR) frames out of its bytes before h2
+    sees them. h2 ends the whole connection on a GOAWAY it receives, while
+    RFC 9113 6.8 lets the streams already open finish: a client that says
+    it is done (after its last request, or mid-upload) still gets its
+    answers. Other GOAWAYs (errors, or too large to be one) pass to h2."""
+
+    FRAME_HEADER = 9
+    LARGEST = 16384     # our SETTINGS_MAX_FRAME_SIZE (the default): h2 refuses larger frames
+
+    def __init__(self):
+        self.preface = len(PREFACE)    # bytes of the client's preface still to pass on
+        self.payload = 0          # bytes of the current frame's payload still to pass on
+        self.held = b""           # an unfinished frame header, or GOAWAY frame
+
+    def feed(self, data: bytes):
+        """(the bytes for h2, [last_stream_id of each GOAWAY(NO_ERROR) taken out])."""
+        if self.held:
+            data, self.held = self.held + data, b""
+        n, i = len(data), 0
+        if self.preface:          # the client's connection preface: h2 checks it
+            i = min(self.preface, n)
+            self.preface -= i
+        keep, start, goaways = [], 0, []
+        while i < n:
+            if self.payload:
+                step = min(self.payload, n - i)
+                self.payload -= step
+                i += step
+                continue
+            if n - i < self.FRAME_HEADER:
+                keep.append(data[start:i])
+                self.held, start = data[i:], n
+                break
+            length = int.from_bytes(data[i:i + 3], "big")
+            if data[i + 3] == 0x7 and 8 <= length <= self.LARGEST:   # GOAWAY
+                end = i + self.FRAME_HEADER + length
+                if end > n:
+                    keep.append(data[start:i])
+                    self.held, start = data[i:], n
+                    break
+                payload = data[i + self.FRAME_HEADER:end]
+                stream = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
+                if stream == 0 and int.from_bytes(payload[4:8], "big") == ErrorCodes.NO_ERROR:
+                    goaways.append(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
+                    keep.append(data[start:i])
+                    i = start = end
+                    continue
+            self.payload = length
+            i += self.FRAME_HEADER
+        if start == 0 and not self.held:
+            return data, goaways      # nothing taken out: no copy
+        keep.append(data[start:])
+        return b"".join(keep), goaways
+
+
 class Frontend:
     """One client connection's HTTP/2 state, sans-io: bytes in, events out,
     bytes to send. Only the events a driver acts on come out of receive():
@@ -348,6 +404,7 @@ class Frontend:
         self.dispatched = 0            # ... by a receive() that returned
         self.closed = False
         self._receiving = False
+        self.goaways = GoawayFilter()
 
     def start(self):
         """Queue the server preface: SETTINGS, and room on the connection window."""
@@ -370,8 +427,9 @@ class Frontend:
         if self.closed:
             return []
         self.dispatched = self.last_admitted
+        data, goaways = self.goaways.feed(data)
         try:
-            events = self.conn.receive_data(data)
+            events = self.conn.receive_data(data) if data else []
         except h2.exceptions.DenialOfServiceError as exc:
             self.closed = True
             raise Cut(ErrorCodes.ENHANCE_YOUR_CALM, str(exc)) from None
@@ -385,6 +443,11 @@ class Frontend:
             self._account(events, kept, running, now)
         finally:
             self._receiving = False
+        for last_stream_id in goaways:
+            # The client opens no more streams; those it opened go on.
+            event = h2.events.ConnectionTerminated()
+            event.error_code, event.last_stream_id = ErrorCodes.NO_ERROR, last_stream_id
+            kept.append(event)
         return kept
 
     def _account(self, events, kept, running, now):
