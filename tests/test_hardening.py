@@ -16,8 +16,10 @@ thousands of idle WebSocket sessions).
 import hashlib
 import json
 import os
+import re
 import resource
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -634,3 +636,43 @@ def test_fds_and_gauges_return_to_their_start_after_a_burst(gateway_factory, bac
     assert pooled <= 20, pooled
     stats = metrics(gw)
     assert stats[("appgw_websocket_sessions_total", ())] == 100
+
+
+# --- a backend that answers before it read the body -------------------------------
+
+TOO_LARGE = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 10\r\nConnection: close\r\n\r\ntoo large\n"
+
+
+def test_an_answer_the_backend_sent_before_reading_the_body_is_relayed(gateway_factory, backend_factory):
+    """The backend answers 413 as soon as it has the head, then closes with
+    the body unread (its kernel resets the connection). The client gets
+    that 413, not a 502, and gets it whole although it was still sending:
+    the gateway reads and drops the rest of the body before closing."""
+    backend = canned(backend_factory, TOO_LARGE)
+    gw = gateway_factory(gateway_config([backend.address], access_log="-"), port=free_port())
+    for _ in range(2):
+        r = requests.post(gw.url("/upload"), data=b"x" * (4 << 20), timeout=10)
+        assert (r.status_code, r.text) == (413, "too large\n")
+        assert r.headers["Connection"] == "close"
+    assert gw.stdout_text().count('"POST /upload HTTP/1.1" 413') == 2
+
+
+def test_an_early_answer_reaches_an_http2_client_too(gateway_factory, backend_factory, certs, tmp_path):
+    """Over HTTP/2 the answer ends the stream, then RST_STREAM(NO_ERROR)
+    tells the client to stop sending the body (RFC 9113 8.1), as nginx
+    does for its own 413. (nghttp: curl 7.88 reports a stream error for a
+    reset that comes while it is still uploading, against nginx too.)"""
+    if shutil.which("nghttp") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("nghttp is not installed")
+    backend = canned(backend_factory, TOO_LARGE)
+    text = gateway_config([backend.address], access_log="-").replace(
+        'protocol = "http"\n', f'protocol = "https"\ncertificate = "{certs.cert}"\n'
+                                f'private_key = "{certs.key}"\nhttp2 = true\n', 1)
+    gw = gateway_factory(text, port=free_port())
+    body = tmp_path / "body"
+    body.write_bytes(b"x" * (4 << 20))
+    out = subprocess.run(["nghttp", "-v", "-d", str(body), "https://localhost:%d/upload" % gw.port()],
+                         capture_output=True, text=True, timeout=20).stdout
+    assert re.search(r"recv \(stream_id=\d+\) :status: 413", out), out[-3000:]
+    assert "too large" in out and re.search(r"recv RST_STREAM .*\n\s+\(error_code=NO_ERROR", out), out[-3000:]
+    wait_until(lambda: '"POST /upload HTTP/2.0" 413' in gw.stdout_text(), message="the access log line")

@@ -7,6 +7,7 @@ greenlet, bounded by client_header_timeout.
 import errno
 import socket
 import ssl
+import time
 
 from gevent.pool import Pool
 from gevent.server import StreamServer
@@ -85,6 +86,33 @@ def bind_all(config, keep=(), inherited=None, reuse_port=False, listen=True):
     if listen:
         listen_all(sockets)
     return sockets
+
+
+LINGER_TIME = 2.0            # seconds a lingering close reads for at most
+LINGER_BYTES = 4 << 20       # and bytes
+
+
+def linger(sock):
+    """nginx's lingering close, for a connection answered before its request
+    body was read: closing with unread bytes would send a reset, and the
+    client, still sending, could lose the answer before reading it. So our
+    side is shut first, then what the client still sends is read and
+    dropped, until it closes or for LINGER_TIME (LINGER_BYTES) at most."""
+    deadline = time.monotonic() + LINGER_TIME
+    try:
+        sock.shutdown(socket.SHUT_WR)    # on TLS: the raw socket's, what follows is not decrypted
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                return
+            dropped += len(data)
+    except (OSError, ValueError):
+        pass
 
 
 def base_context(alpn=("http/1.1",)) -> ssl.SSLContext:
@@ -196,6 +224,8 @@ class BindServer:
         finally:
             runtime.connections.discard(conn)
             if conn is None or not conn.handed_over:
+                if getattr(conn, "linger", False) and not runtime.stopping:
+                    linger(sock)
                 runtime.stats.connections_active[listener] -= 1
                 sock.close()
 

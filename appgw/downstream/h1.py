@@ -27,6 +27,7 @@ from appgw.acme.challenges import ChallengeAnswer
 from appgw.routing.router import Redirector
 
 RECV = sockio.RECV
+EARLY_ANSWER_WAIT = 1.0    # seconds for the answer of a backend that stopped taking the body
 
 
 class ClientGone(Exception):
@@ -37,7 +38,7 @@ class Connection:
     """State of one client connection across its requests."""
 
     __slots__ = ("sock", "client_ip", "client_port", "site", "runtime", "gateway", "buf", "served", "waiting",
-                 "handed_over", "timers", "fast", "counted", "scan")
+                 "handed_over", "timers", "fast", "counted", "scan", "linger")
 
     def __init__(self, sock, client_ip, site, runtime, client_port=0):
         self.sock = sock
@@ -55,6 +56,7 @@ class Connection:
         # (the bind's first: Host has not chosen one when it is accepted).
         self.counted = site.listeners[0].listener.name
         self.scan = None          # the early judge of a head that came in pieces
+        self.linger = False       # answered before the request body was read: see listener.linger
         self.fast = fastpath.FastPath(self) if fastpath.usable(sock) else None
         # Bounds every send to a client that stops reading (reads set their own).
         sock.settimeout(self.gateway.client_idle_timeout)
@@ -207,6 +209,8 @@ class Connection:
             raise
 
     def answer_error(self, ex, error) -> bool:
+        if ex.req is not None and ex.req.framing != NONE:
+            self.linger = True    # the body may be on its way still
         payload, keep = ex.fail(error)
         if payload:
             try:
@@ -257,6 +261,8 @@ class Connection:
                 self.read_answer_head(ex)
                 return
             except BackendError as error:
+                if ex.phase is SENDING and ex.req.framing != NONE and self.early_answer(ex):
+                    return
                 if replayed or not ex.may_replay(error):
                     raise
             replayed = True
@@ -273,6 +279,21 @@ class Connection:
                 self.connect(ex)
                 continue
             ex.rebind(upstream)
+
+    def early_answer(self, ex) -> bool:
+        """The backend stopped taking the request body: it may have answered
+        first (a 413, a 401 before an upload), and that answer is relayed,
+        as nginx does. The client's connection ends after it, since the rest
+        of its body is unread. False when no answer head came."""
+        ex.req.keep_alive = False
+        ex.upstream.settimeout(EARLY_ANSWER_WAIT)
+        try:
+            self.read_answer_head(ex)
+        except BackendError:
+            return False
+        ex.reusable = False
+        self.linger = True
+        return True
 
     def send_request(self, ex):
         """Send the head, then stream the body, re-framed for the backend."""
