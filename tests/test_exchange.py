@@ -198,6 +198,9 @@ def test_interim_answers():
         ex.interim(ex.take_answer_head(b"HTTP/1.1 101 Switching Protocols\r\n"
                                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")[0])
     assert ex.continue_head() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    # A 1xx never carries Content-Length (RFC 9110 8.6), whatever the backend sent.
+    with_length = ex.take_answer_head(b"HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\nLink: </a.css>\r\n\r\n")[0]
+    assert ex.interim(with_length) == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
 
 
 def test_only_a_bodyless_idempotent_request_is_replayed_and_never_after_a_timeout():

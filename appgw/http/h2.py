@@ -247,7 +247,7 @@ def response_headers(status: int, passed, drop=HOP_BY_HOP, content_length=None, 
         if name in drop or name in _RESPONSE_DROPPED or name == b"content-length":
             continue
         headers.append((name, value.strip()))
-    if content_length is not None:
+    if content_length is not None and status >= 200:    # never on a 1xx (RFC 9110 8.6)
         headers.append((b"content-length", b"%d" % content_length))
     for line in extra:
         name, _, value = line.partition(b":")

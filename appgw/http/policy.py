@@ -310,7 +310,7 @@ def client_head(resp: Response, framing: str, keep_alive: bool, client_minor: in
     lines += passed_lines(resp)
     if framing == CHUNKED:
         lines.append(b"Transfer-Encoding: " + b", ".join(resp.codings + [b"chunked"]))
-    elif resp.content_length is not None and resp.status != 204:
+    elif resp.content_length is not None and resp.status != 204 and resp.status >= 200:   # RFC 9110 8.6
         lines.append(b"Content-Length: %d" % resp.content_length)
     elif framing == NONE and not resp.bodiless:
         lines.append(b"Content-Length: 0")
