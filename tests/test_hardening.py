@@ -676,3 +676,36 @@ def test_an_early_answer_reaches_an_http2_client_too(gateway_factory, backend_fa
     assert re.search(r"recv \(stream_id=\d+\) :status: 413", out), out[-3000:]
     assert "too large" in out and re.search(r"recv RST_STREAM .*\n\s+\(error_code=NO_ERROR", out), out[-3000:]
     wait_until(lambda: '"POST /upload HTTP/2.0" 413' in gw.stdout_text(), message="the access log line")
+
+
+def test_a_client_still_sending_after_an_early_answer_is_not_reset(gateway_factory, backend_factory):
+    """The staged close of RFC 9112 9.6 (nginx's lingering_close): after the
+    early answer the gateway shuts its side and reads what the client still
+    sends, so the client reads the answer and an orderly end, and its own
+    sending never meets a reset (which on many systems discards an answer
+    not yet read)."""
+    backend = canned(backend_factory, TOO_LARGE)
+    gw = gateway_factory(gateway_config([backend.address], access_log=""), port=free_port())
+    size = 3 << 20       # more than socket buffers hold, less than a lingering close reads
+    with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
+        failed = []
+
+        def send_the_body():
+            try:
+                sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+                for _ in range(size // 65536):
+                    sock.sendall(b"x" * 65536)
+            except OSError as exc:
+                failed.append(exc)
+
+        sender = threading.Thread(target=send_the_body)
+        sender.start()
+        answer = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break                   # our side is shut: an orderly end
+            answer += data
+        sender.join(10)
+        assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b"too large\n"), answer
+        assert not failed, failed       # the whole body went, nothing was reset

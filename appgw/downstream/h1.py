@@ -153,6 +153,7 @@ class Connection:
     def refuse(self, error: ClientError, received: int):
         """Answer a head that never became a request (its `received` bytes
         counted in the access log), and end the connection."""
+        self.linger = True      # the client may be sending the rest still
         self.answer_error(Exchange.refused(self, error, received), error)
         return None
 
