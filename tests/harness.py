@@ -38,11 +38,20 @@ def pattern_bytes(n, offset=0):
     return (PATTERN * ((start + n) // len(PATTERN) + 1))[start:start + n]
 
 
+_HANDED_OUT = set()
+
+
 def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago (good enough on a test machine)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago, and not handed out before in this
+    run: the kernel may offer a port again once it is closed, and two
+    servers a test starts would then race for it."""
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(predicate, timeout=10, interval=POLL_INTERVAL, message="condition"):

@@ -709,3 +709,21 @@ def test_a_client_still_sending_after_an_early_answer_is_not_reset(gateway_facto
         sender.join(10)
         assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b"too large\n"), answer
         assert not failed, failed       # the whole body went, nothing was reset
+
+
+def test_an_early_answer_is_heard_while_the_client_pauses(gateway_factory, backend_factory):
+    """The client sends part of its body, then waits (as some do, for an
+    answer to come before the rest): the backend's 413, sent at once, is
+    relayed at once, not after the client's idle timeout as a 408."""
+    backend = canned(backend_factory, TOO_LARGE, then="hold")
+    gw = gateway_factory(gateway_config([backend.address], access_log="", idle_timeout=5), port=free_port())
+    with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (8 << 20) + b"x" * 65536)
+        answer = b""
+        while not answer.endswith(b"too large\n"):
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer
+        assert time.monotonic() - started < 2

@@ -13,6 +13,7 @@ import socket
 import time
 
 import gevent
+import gevent.select
 from gevent import GreenletExit
 
 from appgw.downstream import h1_fast as fastpath
@@ -317,7 +318,7 @@ class Connection:
         remaining -= len(first)
         entry.received += len(first)
         while remaining:
-            data = self.from_client(min(RECV, remaining))
+            data = self.from_client(min(RECV, remaining), upstream)
             remaining -= len(data)
             entry.received += len(data)
             self.to_backend(upstream, data)
@@ -345,12 +346,21 @@ class Connection:
             if pending:
                 self.to_backend(upstream, pending)
                 pending = b""
-            data = self.from_client(RECV)
+            data = self.from_client(RECV, upstream)
 
-    def from_client(self, size):
-        self.sock.settimeout(self.gateway.client_idle_timeout)
+    def from_client(self, size, upstream=None):
+        """A piece of the request body. While nothing from the client is
+        there, the backend it goes to (`upstream`) is watched too: one that
+        answers before the whole body came (a 413, a 401) is heard at once,
+        not after the client's next bytes or its idle timeout."""
+        sock, timeout = self.sock, self.gateway.client_idle_timeout
         try:
-            data = sockio.recv(self.sock, size)
+            data = sockio.recv_now(sock, size) if upstream is not None else None
+            if data is None:
+                if upstream is not None:
+                    self.wait_client_or_backend(upstream, timeout)
+                sock.settimeout(timeout)
+                data = sockio.recv(sock, size)
         except socket.timeout:
             raise ClientError(408, "request body not received in time") from None
         except OSError as exc:
@@ -358,6 +368,18 @@ class Connection:
         if not data:
             raise ClientGone()
         return data
+
+    def wait_client_or_backend(self, upstream, timeout):
+        """Until the client's socket is readable (returns) or the backend's
+        (it spoke before the body was sent: BackendError, for early_answer)."""
+        if type(upstream) is not sockio.PLAIN and upstream.pending():
+            readable = [upstream]
+        else:
+            readable = gevent.select.select([self.sock, upstream], [], [], timeout)[0]
+        if upstream in readable:
+            raise BackendError(502, "backend stopped taking the request body")
+        if not readable:
+            raise socket.timeout()
 
     @staticmethod
     def to_backend(upstream, data):

@@ -135,7 +135,7 @@ class StreamDriver(Connection):
         except socket.timeout:
             raise ClientGone() from None
 
-    def from_client(self, size):
+    def from_client(self, size, upstream=None):
         try:
             data = self.stream.read(self.gateway.client_idle_timeout)
         except socket.timeout:

@@ -102,6 +102,18 @@ def recv_after_wait(sock, size, timer: Timer):
             pass  # woken without data (rare): wait again
 
 
+def recv_now(sock, size):
+    """What the socket holds now (b"" at its end), or None when a read would
+    wait. A TLS socket with nothing decrypted yet says None: a record may
+    be on its way, and the caller waits for the socket to be readable."""
+    if type(sock) is PLAIN:
+        try:
+            return sock._sock.recv(size)
+        except BlockingIOError:
+            return None
+    return sock.recv(size) if sock.pending() else None
+
+
 def recv(sock, size):
     """recv for a read that often finds data already there (a body in flight)."""
     if type(sock) is PLAIN:
