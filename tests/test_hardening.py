@@ -727,3 +727,50 @@ def test_an_early_answer_is_heard_while_the_client_pauses(gateway_factory, backe
             answer += data
         assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer
         assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("pause", [0, 1.2], ids=["streaming", "pausing"])
+def test_an_interim_answer_during_an_upload_lets_the_body_go_on(gateway_factory, backend_factory, pause):
+    """A backend that sends 103 Early Hints as soon as it has the head, then
+    reads the whole body: the 103 reaches the client and the body goes on
+    to the backend's 200, whether the client streams or pauses."""
+    backend = backend_factory("raw_backend.py", "--mode", "hints-then-body")
+    gw = gateway_factory(gateway_config([backend.address], access_log="", idle_timeout=5,
+                                        probe_port=backend_factory.wsgi().port), port=free_port())
+    size = 2 << 20
+    with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b"x" * 65536)
+        time.sleep(pause)       # the client holding back the rest (the 103 is on its way meanwhile)
+        sock.sendall(b"x" * (size - 65536))
+        answer = b""
+        while not answer.endswith(b"%d bytes\n" % size):
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"), answer
+    assert b"HTTP/1.1 200 OK\r\n" in answer, answer
+
+
+def test_the_gateways_own_413_reaches_a_client_that_sends_its_body_first(gateway_factory, wsgi_backend):
+    """A Content-Length over max_body_size is refused from the head; the
+    client (as requests does) sends its whole body before reading. The
+    lingering close lets it read the 413 instead of a reset."""
+    gw = gateway_factory(gateway_config([wsgi_backend.address], access_log="", gateway="max_body_size = 1000"),
+                         port=free_port())
+    size = 2 << 20
+    with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        failed = []
+
+        def send_the_body():
+            try:
+                sock.sendall(b"x" * size)
+            except OSError as exc:
+                failed.append(exc)
+
+        sender = threading.Thread(target=send_the_body)
+        sender.start()
+        sender.join(10)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert not failed, failed       # taken and dropped, not reset

@@ -154,7 +154,6 @@ class Connection:
     def refuse(self, error: ClientError, received: int):
         """Answer a head that never became a request (its `received` bytes
         counted in the access log), and end the connection."""
-        self.linger = True      # the client may be sending the rest still
         self.answer_error(Exchange.refused(self, error, received), error)
         return None
 
@@ -211,9 +210,9 @@ class Connection:
             raise
 
     def answer_error(self, ex, error) -> bool:
-        if ex.req is not None and ex.req.framing != NONE:
-            self.linger = True    # the body may be on its way still
         payload, keep = ex.fail(error)
+        if not keep and (ex.req is None or ex.req.framing != NONE):
+            self.linger = True    # a body (or the rest of a refused head) may be on its way still
         if payload:
             try:
                 self.send(payload, ex.entry)
@@ -307,23 +306,23 @@ class Connection:
         if req.expect_continue and not self.buf:
             self.send(ex.continue_head(), ex.entry)
         if req.framing == LENGTH:
-            self.stream_length_body(req, head, upstream, ex.entry)
+            self.stream_length_body(req, head, upstream, ex.entry, ex)
         else:
-            self.stream_chunked_body(head, upstream, ex.entry)
+            self.stream_chunked_body(head, upstream, ex.entry, ex)
 
-    def stream_length_body(self, req, head, upstream, entry):
+    def stream_length_body(self, req, head, upstream, entry, ex=None):
         remaining = req.content_length
         first, self.buf = self.buf[:remaining], self.buf[remaining:]
         self.to_backend(upstream, head + first)
         remaining -= len(first)
         entry.received += len(first)
         while remaining:
-            data = self.from_client(min(RECV, remaining), upstream)
+            data = self.from_client(min(RECV, remaining), ex)
             remaining -= len(data)
             entry.received += len(data)
             self.to_backend(upstream, data)
 
-    def stream_chunked_body(self, head, upstream, entry):
+    def stream_chunked_body(self, head, upstream, entry, ex=None):
         decoder = ChunkedDecoder()
         limit = self.gateway.max_body_size
         data, self.buf = self.buf, b""
@@ -346,19 +345,20 @@ class Connection:
             if pending:
                 self.to_backend(upstream, pending)
                 pending = b""
-            data = self.from_client(RECV, upstream)
+            data = self.from_client(RECV, ex)
 
-    def from_client(self, size, upstream=None):
+    def from_client(self, size, ex=None):
         """A piece of the request body. While nothing from the client is
-        there, the backend it goes to (`upstream`) is watched too: one that
+        there, the backend of the exchange `ex` is watched too: one that
         answers before the whole body came (a 413, a 401) is heard at once,
         not after the client's next bytes or its idle timeout."""
         sock, timeout = self.sock, self.gateway.client_idle_timeout
         try:
-            data = sockio.recv_now(sock, size) if upstream is not None else None
-            if data is None:
-                if upstream is not None:
-                    self.wait_client_or_backend(upstream, timeout)
+            data = sockio.recv_now(sock, size) if ex is not None else None
+            while data is None:
+                if ex is not None and not self.wait_client_or_backend(ex.upstream, timeout):
+                    self.backend_spoke(ex)
+                    continue
                 sock.settimeout(timeout)
                 data = sockio.recv(sock, size)
         except socket.timeout:
@@ -369,17 +369,41 @@ class Connection:
             raise ClientGone()
         return data
 
-    def wait_client_or_backend(self, upstream, timeout):
-        """Until the client's socket is readable (returns) or the backend's
-        (it spoke before the body was sent: BackendError, for early_answer)."""
+    def wait_client_or_backend(self, upstream, timeout) -> bool:
+        """Until the client's socket is readable (True) or the backend's
+        (False: it spoke before the body was all sent)."""
         if type(upstream) is not sockio.PLAIN and upstream.pending():
-            readable = [upstream]
-        else:
-            readable = gevent.select.select([self.sock, upstream], [], [], timeout)[0]
+            return False
+        readable = gevent.select.select([self.sock, upstream], [], [], timeout)[0]
         if upstream in readable:
-            raise BackendError(502, "backend stopped taking the request body")
+            return False
         if not readable:
             raise socket.timeout()
+        return True
+
+    def backend_spoke(self, ex):
+        """The backend sent something while the body was still going to it.
+        Interim answers (a 100, a 103) are passed on and the body goes on; a
+        final answer, or the backend's end, stops the body: BackendError,
+        and early_answer relays what came."""
+        try:
+            data = sockio.recv(ex.upstream, RECV)
+        except OSError as exc:
+            raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
+        if not data:
+            raise BackendError(502, "backend closed the connection before the request body was sent")
+        ex.buf += data
+        while True:
+            answer = ex.take_answer_head(ex.buf)
+            if answer is None:
+                return        # a head still coming: the body goes on meanwhile
+            resp, rest = answer
+            if resp.status >= 200 or ex.is_upgrade(resp):
+                raise BackendError(502, "backend answered before the request body was sent")
+            interim = ex.interim(resp)
+            if interim:
+                self.send(interim, ex.entry)
+            ex.buf = bytes(rest)
 
     @staticmethod
     def to_backend(upstream, data):

@@ -135,7 +135,7 @@ class StreamDriver(Connection):
         except socket.timeout:
             raise ClientGone() from None
 
-    def from_client(self, size, upstream=None):
+    def from_client(self, size, ex=None):
         try:
             data = self.stream.read(self.gateway.client_idle_timeout)
         except socket.timeout:
@@ -146,7 +146,7 @@ class StreamDriver(Connection):
             raise ClientGone()   # h2 holds the stream to its content-length: this is a reset
         return data
 
-    def stream_chunked_body(self, head, upstream, entry):
+    def stream_chunked_body(self, head, upstream, entry, ex=None):
         """A body of unknown length (no content-length): chunked to the backend."""
         limit = self.gateway.max_body_size
         stream = self.stream

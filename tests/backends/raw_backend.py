@@ -19,6 +19,8 @@ Prints ``READY <port>`` once listening (port 0 picks a free one). Modes:
   drop-second           "200 ok" keep-alive to a connection's first request; reads
                         the second and closes without answering (a pooled
                         connection that dies under a request); records as record
+  hints-then-body       on the head, "103 Early Hints" at once; then reads the
+                        whole Content-Length body and answers 200 with its length
 
 Requests are parsed with h11, which takes any token as a method (llhttp
 knows a fixed list), so extension methods are answered too.
@@ -157,6 +159,22 @@ def mode_drop_second(sock, conn, args):
     answered_requests(sock, conn, args, limit=1)
 
 
+def mode_hints_then_body(sock, conn, args):
+    data = read_head(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+    received = len(body)
+    while received < length:
+        piece = sock.recv(65536)
+        if not piece:
+            return
+        received += len(piece)
+    answer = b"%d bytes\n" % received
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer))
+
+
 MODES = {
     "reset-mid-body": mode_reset_mid_body,
     "reset-mid-chunked": mode_reset_mid_chunked,
@@ -167,6 +185,7 @@ MODES = {
     "short-second": mode_short_second,
     "vanish-after-one": mode_vanish_after_one,
     "drop-second": mode_drop_second,
+    "hints-then-body": mode_hints_then_body,
 }
 SERVER = None
 
