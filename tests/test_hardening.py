@@ -643,6 +643,37 @@ def test_fds_and_gauges_return_to_their_start_after_a_burst(gateway_factory, bac
 TOO_LARGE = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 10\r\nConnection: close\r\n\r\ntoo large\n"
 
 
+def upload_head(size, path=b"/upload"):
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path, size)
+
+
+def read_until(sock, end):
+    """What the socket sends until it ends with `end` (failing at EOF first)."""
+    answer = b""
+    while not answer.endswith(end):
+        data = sock.recv(65536)
+        assert data, answer
+        answer += data
+    return answer
+
+
+def send_in_background(sock, *pieces):
+    """Sends the pieces from a thread; returns it and the list its OSError
+    (a reset, a broken pipe) goes to."""
+    failed = []
+
+    def send():
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+        except OSError as exc:
+            failed.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender, failed
+
+
 def test_an_answer_the_backend_sent_before_reading_the_body_is_relayed(gateway_factory, backend_factory):
     """The backend answers 413 as soon as it has the head, then closes with
     the body unread (its kernel resets the connection). The client gets
@@ -688,18 +719,7 @@ def test_a_client_still_sending_after_an_early_answer_is_not_reset(gateway_facto
     gw = gateway_factory(gateway_config([backend.address], access_log=""), port=free_port())
     size = 3 << 20       # more than socket buffers hold, less than a lingering close reads
     with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
-        failed = []
-
-        def send_the_body():
-            try:
-                sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
-                for _ in range(size // 65536):
-                    sock.sendall(b"x" * 65536)
-            except OSError as exc:
-                failed.append(exc)
-
-        sender = threading.Thread(target=send_the_body)
-        sender.start()
+        sender, failed = send_in_background(sock, upload_head(size), *[b"x" * 65536] * (size // 65536))
         answer = b""
         while True:
             data = sock.recv(65536)
@@ -719,12 +739,8 @@ def test_an_early_answer_is_heard_while_the_client_pauses(gateway_factory, backe
     gw = gateway_factory(gateway_config([backend.address], access_log="", idle_timeout=5), port=free_port())
     with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
         started = time.monotonic()
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (8 << 20) + b"x" * 65536)
-        answer = b""
-        while not answer.endswith(b"too large\n"):
-            data = sock.recv(65536)
-            assert data, answer
-            answer += data
+        sock.sendall(upload_head(8 << 20) + b"x" * 65536)
+        answer = read_until(sock, b"too large\n")
         assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer
         assert time.monotonic() - started < 2
 
@@ -739,14 +755,10 @@ def test_an_interim_answer_during_an_upload_lets_the_body_go_on(gateway_factory,
                                         probe_port=backend_factory.wsgi().port), port=free_port())
     size = 2 << 20
     with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
-        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b"x" * 65536)
+        sock.sendall(upload_head(size) + b"x" * 65536)
         time.sleep(pause)       # the client holding back the rest (the 103 is on its way meanwhile)
         sock.sendall(b"x" * (size - 65536))
-        answer = b""
-        while not answer.endswith(b"%d bytes\n" % size):
-            data = sock.recv(65536)
-            assert data, answer
-            answer += data
+        answer = read_until(sock, b"%d bytes\n" % size)
     assert answer.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"), answer
     assert b"HTTP/1.1 200 OK\r\n" in answer, answer
 
@@ -759,17 +771,7 @@ def test_the_gateways_own_413_reaches_a_client_that_sends_its_body_first(gateway
                          port=free_port())
     size = 2 << 20
     with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
-        failed = []
-
-        def send_the_body():
-            try:
-                sock.sendall(b"x" * size)
-            except OSError as exc:
-                failed.append(exc)
-
-        sender = threading.Thread(target=send_the_body)
-        sender.start()
+        sender, failed = send_in_background(sock, upload_head(size, b"/echo"), b"x" * size)
         sender.join(10)
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413 "), answer

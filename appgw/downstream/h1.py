@@ -306,12 +306,13 @@ class Connection:
         if req.expect_continue and not self.buf:
             self.send(ex.continue_head(), ex.entry)
         if req.framing == LENGTH:
-            self.stream_length_body(req, head, upstream, ex.entry, ex)
+            self.stream_length_body(ex, head)
         else:
-            self.stream_chunked_body(head, upstream, ex.entry, ex)
+            self.stream_chunked_body(ex, head)
 
-    def stream_length_body(self, req, head, upstream, entry, ex=None):
-        remaining = req.content_length
+    def stream_length_body(self, ex, head):
+        upstream, entry = ex.upstream, ex.entry
+        remaining = ex.req.content_length
         first, self.buf = self.buf[:remaining], self.buf[remaining:]
         self.to_backend(upstream, head + first)
         remaining -= len(first)
@@ -322,7 +323,8 @@ class Connection:
             entry.received += len(data)
             self.to_backend(upstream, data)
 
-    def stream_chunked_body(self, head, upstream, entry, ex=None):
+    def stream_chunked_body(self, ex, head):
+        upstream, entry = ex.upstream, ex.entry
         decoder = ChunkedDecoder()
         limit = self.gateway.max_body_size
         data, self.buf = self.buf, b""
@@ -347,16 +349,16 @@ class Connection:
                 pending = b""
             data = self.from_client(RECV, ex)
 
-    def from_client(self, size, ex=None):
+    def from_client(self, size, ex):
         """A piece of the request body. While nothing from the client is
         there, the backend of the exchange `ex` is watched too: one that
         answers before the whole body came (a 413, a 401) is heard at once,
         not after the client's next bytes or its idle timeout."""
         sock, timeout = self.sock, self.gateway.client_idle_timeout
         try:
-            data = sockio.recv_now(sock, size) if ex is not None else None
+            data = sockio.recv_now(sock, size)
             while data is None:
-                if ex is not None and not self.wait_client_or_backend(ex.upstream, timeout):
+                if not self.wait_client_or_backend(ex.upstream, timeout):
                     self.backend_spoke(ex)
                     continue
                 sock.settimeout(timeout)
@@ -392,18 +394,26 @@ class Connection:
             raise BackendError(502, "backend connection failed: %s" % (exc.strerror or exc)) from None
         if not data:
             raise BackendError(502, "backend closed the connection before the request body was sent")
-        ex.buf += data
+        final, ex.buf = self.pass_interims(ex, ex.buf + data)
+        if final is not None:
+            raise BackendError(502, "backend answered before the request body was sent")
+        # else nothing, or a head still coming: the body goes on meanwhile
+
+    def pass_interims(self, ex, buf):
+        """Sends the client the interim answers (1xx, but an awaited 101) at
+        the start of `buf`; returns (the final head's (Response, rest) or
+        None when none is whole yet, the bytes after the interims)."""
         while True:
-            answer = ex.take_answer_head(ex.buf)
+            answer = ex.take_answer_head(buf)
             if answer is None:
-                return        # a head still coming: the body goes on meanwhile
+                return None, buf
             resp, rest = answer
             if resp.status >= 200 or ex.is_upgrade(resp):
-                raise BackendError(502, "backend answered before the request body was sent")
+                return answer, buf
             interim = ex.interim(resp)
             if interim:
                 self.send(interim, ex.entry)
-            ex.buf = bytes(rest)
+            buf = bytes(rest)
 
     @staticmethod
     def to_backend(upstream, data):
@@ -422,18 +432,14 @@ class Connection:
         buf, ex.buf = ex.buf, b""
         fresh = not buf     # no byte of an answer yet: a failure may be replayed
         while True:
-            answer = ex.take_answer_head(buf) if buf else None
-            if answer is not None:
-                resp, rest = answer
-                if resp.status >= 200 or ex.is_upgrade(resp):
-                    ex.respond(resp, rest)
+            if buf:
+                final, left = self.pass_interims(ex, buf)
+                if final is not None:
+                    ex.respond(*final)
                     return
-                interim = ex.interim(resp)
-                if interim:
-                    self.send(interim, ex.entry)
-                buf = bytes(rest)
-                fresh = False
-                continue
+                if left is not buf:    # an interim answer went on: no replay now
+                    fresh = False
+                    buf = left
             try:
                 data = sockio.recv_after_wait(upstream, RECV, self.timer(upstream.gettimeout())) if not buf \
                     else sockio.recv(upstream, RECV)

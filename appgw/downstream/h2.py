@@ -135,7 +135,7 @@ class StreamDriver(Connection):
         except socket.timeout:
             raise ClientGone() from None
 
-    def from_client(self, size, ex=None):
+    def from_client(self, size, ex):
         try:
             data = self.stream.read(self.gateway.client_idle_timeout)
         except socket.timeout:
@@ -146,8 +146,9 @@ class StreamDriver(Connection):
             raise ClientGone()   # h2 holds the stream to its content-length: this is a reset
         return data
 
-    def stream_chunked_body(self, head, upstream, entry, ex=None):
+    def stream_chunked_body(self, ex, head):
         """A body of unknown length (no content-length): chunked to the backend."""
+        upstream, entry = ex.upstream, ex.entry
         limit = self.gateway.max_body_size
         stream = self.stream
         pending = head

@@ -333,26 +333,25 @@ class GoawayFilter:
                 self.payload -= step
                 i += step
                 continue
-            if n - i < self.FRAME_HEADER:
+            body = end = i + self.FRAME_HEADER
+            goaway = False
+            if end <= n:
+                length = int.from_bytes(data[i:i + 3], "big")
+                goaway = data[i + 3] == 0x7 and 8 <= length <= self.LARGEST
+                if goaway:
+                    end += length
+            if end > n:   # an unfinished header, or GOAWAY: held back until the rest comes
                 keep.append(data[start:i])
                 self.held, start = data[i:], n
                 break
-            length = int.from_bytes(data[i:i + 3], "big")
-            if data[i + 3] == 0x7 and 8 <= length <= self.LARGEST:   # GOAWAY
-                end = i + self.FRAME_HEADER + length
-                if end > n:
-                    keep.append(data[start:i])
-                    self.held, start = data[i:], n
-                    break
-                payload = data[i + self.FRAME_HEADER:end]
-                stream = int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
-                if stream == 0 and int.from_bytes(payload[4:8], "big") == ErrorCodes.NO_ERROR:
-                    goaways.append(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
-                    keep.append(data[start:i])
-                    i = start = end
-                    continue
+            if goaway and int.from_bytes(data[i + 5:body], "big") & 0x7FFFFFFF == 0 \
+                    and int.from_bytes(data[body + 4:body + 8], "big") == ErrorCodes.NO_ERROR:
+                goaways.append(int.from_bytes(data[body:body + 4], "big") & 0x7FFFFFFF)
+                keep.append(data[start:i])
+                i = start = end
+                continue
             self.payload = length
-            i += self.FRAME_HEADER
+            i = body
         if start == 0 and not self.held:
             return data, goaways      # nothing taken out: no copy
         keep.append(data[start:])
